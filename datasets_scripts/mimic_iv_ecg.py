@@ -1,0 +1,84 @@
+"""MIMIC-IV-ECG (Gow et al., PhysioNet 2023): about 800,000 10-second 12-lead ECGs with machine reports.
+
+Expected layout of ``data_dir``::
+
+    record_list.csv            subject_id, study_id, file_name, ecg_time, path
+    machine_measurements.csv   subject_id, study_id, cart_id, ecg_time, report_0 .. report_17, intervals, axes
+    files/pNNNN/pNNNNNNNN/sNNNNNNNN/NNNNNNNN.{hea,dat}   WFDB format 16, 500 Hz, 5000 samples
+
+Report text: the machine statements ``report_0`` .. ``report_17`` are joined in column order by
+:func:`join_machine_statements`: empty cells are dropped, each statement is stripped, and statements
+are separated by ``". "`` so that each becomes a sentence; a statement that starts with a lower-case
+letter continues the previous one and is joined with a single space instead. The record id is
+``study_id`` as a string.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+
+RECORD_LIST_FILE = "record_list.csv"
+MEASUREMENTS_FILE = "machine_measurements.csv"
+N_REPORT_COLUMNS = 18
+REPORT_COLUMNS = tuple(f"report_{i}" for i in range(N_REPORT_COLUMNS))
+
+
+def join_machine_statements(statements: Iterable[Optional[str]]) -> str:
+    """Join MIMIC-IV-ECG machine statements into one report (rules in the module docstring)."""
+    out = ""
+    for statement in statements:
+        if statement is None:
+            continue
+        text = " ".join(str(statement).split())
+        if not text or text.lower() == "nan":
+            continue
+        if not out:
+            out = text
+        elif text[0].islower():
+            out = f"{out} {text}"
+        else:
+            out = f"{out.rstrip('.;, ')}. {text}"
+    return out
+
+
+def _check_file(data_dir: str, name: str) -> str:
+    path = os.path.join(str(data_dir), name)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"{data_dir} is not a MIMIC-IV-ECG folder: {name} not found there "
+            "(expected record_list.csv, machine_measurements.csv and files/pNNNN/...)"
+        )
+    return path
+
+
+def _study_id(value: str, path: str, line_no: int) -> str:
+    value = (value or "").strip()
+    try:
+        number = float(value)
+    except ValueError as err:
+        raise ValueError(f"{path} line {line_no}: bad study_id {value!r}") from err
+    if not number.is_integer():
+        raise ValueError(f"{path} line {line_no}: bad study_id {value!r}")
+    return str(int(number))
+
+
+def iter_mimic_reports(data_dir: str) -> Iterator[Tuple[str, str]]:
+    """``(study_id, joined report)`` for every row of ``machine_measurements.csv``, in file order."""
+    path = _check_file(data_dir, MEASUREMENTS_FILE)
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields = reader.fieldnames or []
+        if "study_id" not in fields:
+            raise ValueError(f"{path}: no study_id column")
+        columns = [c for c in REPORT_COLUMNS if c in fields]
+        if not columns:
+            raise ValueError(f"{path}: none of the columns report_0 .. report_17 found")
+        for line_no, row in enumerate(reader, start=2):
+            yield _study_id(row["study_id"], path, line_no), join_machine_statements(row[c] for c in columns)
+
+
+def read_mimic_reports(data_dir: str) -> Dict[str, str]:
+    """``{study_id: report}`` for the whole corpus (a few hundred MB of text at full size)."""
+    return dict(iter_mimic_reports(data_dir))
