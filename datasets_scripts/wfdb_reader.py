@@ -1,22 +1,70 @@
 """Reading WFDB records (``.hea`` + ``.dat`` or ``.mat``) into millivolts with canonical lead names.
 
 This is the one reader under every corpus builder and under the zero-shot pipeline's path input.
+
+Fast path and fallback
+----------------------
+Almost every 12-lead corpus uses one WFDB layout: a single-segment record whose signals all live in
+one file in format 16 (little-endian 16-bit, samples interleaved), one sample per frame, no skew,
+either a ``.dat`` file or a MATLAB v4 ``.mat`` file whose 24-byte preamble is skipped by the
+header's byte offset (``16+24``). For that layout the reader parses the header itself and reads
+the samples with numpy; everything else (other formats, multi-segment records, several signal
+files, samples per frame > 1) goes through ``wfdb.rdrecord``. Both routes give the same numbers:
+physical = (digital - baseline) / gain, computed in float64 and returned as float32, exactly as
+``wfdb.rdsamp`` computes it (the tests compare them on every real record).
+
+Validation (each fault is a :class:`RecordError` naming the record, or a warning)
+---------------------------------------------------------------------------------
+- missing or unparsable header, missing or unreadable signal file: error;
+- a signal file whose size disagrees with the header's lead count and length (truncated file,
+  wrong length or lead count in the header), or a ``.mat`` matrix whose shape disagrees: error;
+- units: ``mV`` (any case) is used as is, ``uV``/``µV``/``μV`` are divided by 1000, ``V`` is
+  multiplied by 1000; other units: error;
+- lead names that are not one of the 12 standard leads, or duplicated leads: error;
+- missing samples (the WFDB invalid value, -32768 in format 16; NaN in the physical signal) are
+  counted and handled by ``nan_policy``: ``"interpolate"`` (default: linear interpolation inside
+  each lead, the nearest valid value at the edges, a lead with no valid sample becomes 0 mV),
+  ``"zero"`` (0 mV), ``"keep"`` (NaN stays; :func:`read_wfdb_record` only) or ``"raise"``.
+  More than ``max_nan_fraction`` missing samples in the record is an error. Any missing sample is
+  also reported as a warning;
+- implausible amplitude (the 2020 Challenge release had ADC gains off by 5x to 1000x): a warning
+  when the median over leads of the peak-to-peak amplitude is below 0.05 mV or above 20 mV, or any
+  sample exceeds 50 mV in magnitude;
+- a flat lead (constant signal) and a header checksum that disagrees with the data: warnings.
+
+Warnings are issued with :class:`ECGDataWarning` (a ``UserWarning``) and also listed in
+``ECGRecord.issues``, so that dataset builders can write them to their summary file.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from processing.ecg_leads import canonical_lead_names
 
+NAN_POLICIES = ("interpolate", "zero", "keep", "raise")
+DEFAULT_MAX_NAN_FRACTION = 0.5
+# Plausibility limits (millivolts) for the amplitude check.
+MIN_MEDIAN_PEAK_TO_PEAK = 0.05
+MAX_MEDIAN_PEAK_TO_PEAK = 20.0
+MAX_ABS_AMPLITUDE = 50.0
+_FORMAT16_INVALID = -32768
+_DEFAULT_GAIN = 200.0  # WFDB's default ADC gain when the header gives 0 or none
+
 
 class RecordError(ValueError):
     """A record that cannot be read as a valid ECG; the message names the record and the fault."""
+
+
+class ECGDataWarning(UserWarning):
+    """A record that was read but looks suspicious (missing samples, implausible amplitude, ...)."""
 
 
 @dataclass
@@ -27,37 +75,422 @@ class ECGRecord:
     sampling_rate: int
     comments: List[str] = field(default_factory=list)
     path: str = ""
+    n_nan: int = 0  # missing samples found in the source (before ``nan_policy``)
+    issues: List[str] = field(default_factory=list)  # warnings raised while reading
 
 
-def read_wfdb_record(path: str | os.PathLike) -> ECGRecord:
-    """Read one WFDB record given its path without extension (``.../00001_hr``) or with ``.hea``."""
-    import wfdb
+@dataclass
+class DigitalRecord:
+    """A record as stored: integer samples and, per lead, the counts per millivolt.
 
+    ``physical (mV) = digital / gain``: the baseline is already subtracted and the units are
+    already millivolts. Missing samples have been resolved by the nan policy unless it was
+    ``"keep"``, in which case ``missing`` marks them.
+    """
+
+    record_id: str
+    digital: np.ndarray  # integer, shape (leads, samples), baseline subtracted
+    gain: np.ndarray  # float64, shape (leads,), counts per millivolt
+    lead_names: List[str]
+    sampling_rate: int
+    comments: List[str] = field(default_factory=list)
+    path: str = ""
+    n_nan: int = 0
+    issues: List[str] = field(default_factory=list)
+    missing: Optional[np.ndarray] = None  # bool mask, only with nan_policy="keep"
+    fast_path: bool = True
+
+    def physical(self) -> np.ndarray:
+        """float32 millivolts, shape (leads, samples); missing samples NaN if they were kept."""
+        out = (self.digital.astype(np.float64) / self.gain[:, None]).astype(np.float32)
+        if self.missing is not None:
+            out[self.missing] = np.nan
+        return out
+
+
+@dataclass
+class WFDBHeader:
+    record_name: str
+    n_sig: int
+    fs: float
+    n_samples: Optional[int]
+    file_names: List[str]
+    fmts: List[str]
+    samps_per_frame: List[int]
+    skews: List[int]
+    byte_offsets: List[int]
+    gains: List[float]
+    baselines: List[int]
+    units: List[str]
+    checksums: List[Optional[int]]
+    sig_names: List[str]
+    comments: List[str]
+    multi_segment: bool = False
+
+
+# ------------------------------------------------------------------------------------------------
+# Header parsing
+
+_RECORD_LINE = re.compile(
+    r"^(?P<name>[^\s/]+)(?:/(?P<nseg>\d+))?\s+(?P<nsig>\d+)"
+    r"(?:\s+(?P<fs>[0-9.eE+-]+)(?:/[0-9.eE+-]+)?(?:\([^)]*\))?"
+    r"(?:\s+(?P<nsamp>\d+))?)?"
+)
+_SIGNAL_FILE = re.compile(r"^(?P<fmt>\d+)(?:x(?P<spf>\d+))?(?::(?P<skew>\d+))?(?:\+(?P<off>\d+))?$")
+_GAIN = re.compile(r"^(?P<gain>[0-9.eE+-]+)(?:\((?P<baseline>-?\d+)\))?(?:/(?P<units>\S+))?$")
+
+
+def parse_header_text(text: str, where: str = "") -> WFDBHeader:
+    """Parse the text of a WFDB header. Raises ``RecordError`` for a header it cannot read."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    comments = [ln[1:].strip() for ln in lines if ln.startswith("#")]
+    body = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not body:
+        raise RecordError(f"{where}: empty WFDB header")
+    m = _RECORD_LINE.match(body[0])
+    if not m:
+        raise RecordError(f"{where}: unreadable record line {body[0]!r} in the WFDB header")
+    name = m.group("name")
+    for ext in (".mat", ".dat", ".hea"):  # a known defect: CinC 2020 E00666.hea names the record "E00666.mat"
+        if name.endswith(ext):
+            name = name[: -len(ext)]
+    n_sig = int(m.group("nsig"))
+    fs = float(m.group("fs")) if m.group("fs") else 250.0
+    n_samples = int(m.group("nsamp")) if m.group("nsamp") else None
+    header = WFDBHeader(
+        record_name=name, n_sig=n_sig, fs=fs, n_samples=n_samples, file_names=[], fmts=[], samps_per_frame=[],
+        skews=[], byte_offsets=[], gains=[], baselines=[], units=[], checksums=[], sig_names=[], comments=comments,
+        multi_segment=m.group("nseg") is not None,
+    )
+    if header.multi_segment:
+        return header
+    sig_lines = body[1:]
+    if len(sig_lines) < n_sig:
+        raise RecordError(f"{where}: header declares {n_sig} signals but has {len(sig_lines)} signal lines")
+    for line in sig_lines[:n_sig]:
+        parts = line.split(None, 8)
+        if len(parts) < 2:
+            raise RecordError(f"{where}: unreadable signal line {line!r}")
+        fm = _SIGNAL_FILE.match(parts[1])
+        if not fm:
+            raise RecordError(f"{where}: unreadable signal format {parts[1]!r} in line {line!r}")
+        header.file_names.append(parts[0])
+        header.fmts.append(fm.group("fmt"))
+        header.samps_per_frame.append(int(fm.group("spf") or 1))
+        header.skews.append(int(fm.group("skew") or 0))
+        header.byte_offsets.append(int(fm.group("off") or 0))
+        gain, baseline, units = _DEFAULT_GAIN, None, "mV"
+        if len(parts) > 2:
+            gm = _GAIN.match(parts[2])
+            if not gm:
+                raise RecordError(f"{where}: unreadable ADC gain field {parts[2]!r} in line {line!r}")
+            gain = float(gm.group("gain")) or _DEFAULT_GAIN
+            baseline = int(gm.group("baseline")) if gm.group("baseline") is not None else None
+            units = gm.group("units") or "mV"
+        adc_zero = int(parts[4]) if len(parts) > 4 and _is_int(parts[4]) else 0
+        header.baselines.append(baseline if baseline is not None else adc_zero)
+        header.gains.append(gain)
+        header.units.append(units)
+        header.checksums.append(int(parts[6]) if len(parts) > 6 and _is_int(parts[6]) else None)
+        header.sig_names.append(parts[8].strip() if len(parts) > 8 else "")
+    return header
+
+
+def _is_int(text: str) -> bool:
+    return bool(re.fullmatch(r"-?\d+", text))
+
+
+def read_header(path: str | os.PathLike) -> WFDBHeader:
+    """Parse the ``.hea`` file of a record (path with or without extension)."""
+    base = _record_base(path)
+    hea = base.with_suffix(".hea")
+    try:
+        text = hea.read_text(encoding="latin-1")
+    except FileNotFoundError:
+        raise RecordError(f"{base}: no WFDB header {hea.name} found") from None
+    except OSError as err:
+        raise RecordError(f"{base}: unreadable WFDB header ({err})") from err
+    return parse_header_text(text, where=str(base))
+
+
+def _record_base(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix in (".hea", ".dat", ".mat"):
         path = path.with_suffix("")
-    if not path.with_suffix(".hea").is_file():
-        raise RecordError(f"{path}: no WFDB header {path.with_suffix('.hea').name} found")
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading digital samples
+
+
+def _fast_path_ok(h: WFDBHeader) -> bool:
+    return (
+        not h.multi_segment
+        and h.n_sig > 0
+        and all(f == "16" for f in h.fmts)
+        and all(s == 1 for s in h.samps_per_frame)
+        and all(s == 0 for s in h.skews)
+        and len(set(h.file_names)) == 1
+        and len(set(h.byte_offsets)) == 1
+        and Path(h.file_names[0]).suffix.lower() in (".dat", ".mat")
+    )
+
+
+def _read_fast(base: Path, h: WFDBHeader) -> np.ndarray:
+    """int16 samples, shape (leads, samples), of a format-16 single-file record."""
+    data_path = base.parent / h.file_names[0]
+    offset = h.byte_offsets[0]
     try:
-        rec = wfdb.rdrecord(str(path), physical=True)
+        raw = data_path.read_bytes()
+    except FileNotFoundError:
+        raise RecordError(f"{base}: signal file {data_path.name} not found") from None
+    except OSError as err:
+        raise RecordError(f"{base}: unreadable signal file {data_path.name} ({err})") from err
+    if data_path.suffix.lower() == ".mat":
+        _check_mat_v4(base, data_path.name, raw, h)
+    payload = len(raw) - offset
+    frame = 2 * h.n_sig
+    if h.n_samples is None:
+        if payload < 0 or payload % frame:
+            raise RecordError(
+                f"{base}: signal file {data_path.name} holds {max(payload, 0)} bytes, not a whole number of "
+                f"{h.n_sig}-lead format-16 frames (truncated file or wrong lead count in the header)"
+            )
+        n_samples = payload // frame
+    else:
+        n_samples = h.n_samples
+        if payload != n_samples * frame:
+            have = max(payload, 0) / frame
+            raise RecordError(
+                f"{base}: signal file {data_path.name} holds {max(payload, 0)} bytes after the {offset}-byte "
+                f"preamble, the header ({h.n_sig} leads x {n_samples} samples, format 16) needs {n_samples * frame} "
+                f"({have:g} samples per lead): "
+                + ("truncated signal file or header length/lead count too large" if payload < n_samples * frame
+                   else "header length or lead count smaller than the data")
+            )
+    samples = np.frombuffer(raw, dtype="<i2", count=n_samples * h.n_sig, offset=offset)
+    return samples.reshape(n_samples, h.n_sig).T
+
+
+def _check_mat_v4(base: Path, name: str, raw: bytes, h: WFDBHeader) -> None:
+    """Check the MATLAB v4 preamble of a WFDB ``.mat`` signal file against the header."""
+    if raw[:6] == b"MATLAB":
+        raise RecordError(f"{base}: {name} is a MATLAB v5+ file, not a WFDB v4 .mat signal file")
+    if len(raw) < 20:
+        raise RecordError(f"{base}: signal file {name} is truncated ({len(raw)} bytes, no MATLAB v4 preamble)")
+    mopt, mrows, ncols, imagf, namlen = np.frombuffer(raw, dtype="<i4", count=5)
+    if mopt != 30 or imagf != 0:
+        raise RecordError(f"{base}: {name} is not a little-endian int16 MATLAB v4 matrix (type code {int(mopt)})")
+    if 20 + namlen != h.byte_offsets[0]:
+        raise RecordError(
+            f"{base}: {name} data start at byte {20 + int(namlen)} but the header says +{h.byte_offsets[0]}"
+        )
+    if mrows != h.n_sig:
+        raise RecordError(f"{base}: {name} holds {int(mrows)} leads, the header declares {h.n_sig}")
+    if h.n_samples is not None and ncols != h.n_samples:
+        raise RecordError(f"{base}: {name} holds {int(ncols)} samples per lead, the header declares {h.n_samples}")
+
+
+def _read_wfdb(base: Path) -> Tuple[np.ndarray, WFDBHeader, Optional[int]]:
+    """Fallback through wfdb: digital samples (leads, samples) and a header built from wfdb's record."""
+    import wfdb
+    from wfdb.io._signal import INVALID_SAMPLE_VALUE
+
+    try:
+        rec = wfdb.rdrecord(str(base), physical=False, return_res=64)
     except Exception as err:  # wfdb raises many types for damaged files
-        raise RecordError(f"{path}: unreadable WFDB record ({type(err).__name__}: {err})") from err
-    signal = np.asarray(rec.p_signal, dtype=np.float32).T
-    units = [u.strip().lower() for u in (rec.units or ["mv"] * rec.n_sig)]
-    for i, unit in enumerate(units):
-        if unit in ("uv", "µv", "microvolt"):
-            signal[i] /= 1000.0
-        elif unit not in ("mv", "millivolt"):
-            raise RecordError(f"{path}: lead {rec.sig_name[i]!r} has unsupported unit {unit!r}")
-    try:
-        leads = canonical_lead_names(rec.sig_name)
-    except ValueError as err:
-        raise RecordError(f"{path}: {err}") from err
-    return ECGRecord(
-        record_id=path.name,
-        signal=np.ascontiguousarray(signal),
-        lead_names=leads,
-        sampling_rate=int(round(rec.fs)),
+        raise RecordError(f"{base}: unreadable WFDB record ({type(err).__name__}: {err})") from err
+    if rec.d_signal is None:
+        raise RecordError(f"{base}: wfdb returned no signal")
+    digital = np.asarray(rec.d_signal).T
+    if rec.sig_len is not None and digital.shape[1] != rec.sig_len:
+        raise RecordError(f"{base}: the signal has {digital.shape[1]} samples per lead, the header declares {rec.sig_len}")
+    if digital.shape[0] != rec.n_sig:
+        raise RecordError(f"{base}: the signal has {digital.shape[0]} leads, the header declares {rec.n_sig}")
+    fmts = [str(f) for f in (rec.fmt or ["16"] * rec.n_sig)]
+    invalid = {INVALID_SAMPLE_VALUE.get(f) for f in fmts}
+    h = WFDBHeader(
+        record_name=rec.record_name, n_sig=rec.n_sig, fs=float(rec.fs), n_samples=digital.shape[1],
+        file_names=list(rec.file_name or []), fmts=fmts, samps_per_frame=[1] * rec.n_sig, skews=[0] * rec.n_sig,
+        byte_offsets=[0] * rec.n_sig, gains=[float(g) or _DEFAULT_GAIN for g in rec.adc_gain],
+        baselines=[int(b) for b in rec.baseline], units=list(rec.units or ["mV"] * rec.n_sig),
+        checksums=[None] * rec.n_sig, sig_names=list(rec.sig_name or [""] * rec.n_sig),
         comments=list(rec.comments or []),
-        path=str(path),
+    )
+    return digital, h, (invalid.pop() if len(invalid) == 1 else None)
+
+
+_UNIT_SCALE = {"mv": 1.0, "millivolt": 1.0, "millivolts": 1.0, "uv": 1e-3, "µv": 1e-3, "μv": 1e-3,
+               "microvolt": 1e-3, "microvolts": 1e-3, "v": 1e3, "volt": 1e3, "volts": 1e3}
+
+
+def read_digital(
+    path: str | os.PathLike,
+    *,
+    nan_policy: str = "interpolate",
+    max_nan_fraction: float = DEFAULT_MAX_NAN_FRACTION,
+    fast: bool = True,
+    check_amplitude: bool = True,
+    warn: bool = True,
+    record_id: Optional[str] = None,
+) -> DigitalRecord:
+    """Read and validate a WFDB record, keeping integer samples (see the module docstring).
+
+    Args:
+        path: record path without extension (``.../00001_hr``) or with ``.hea``/``.dat``/``.mat``.
+        nan_policy: ``"interpolate"``, ``"zero"``, ``"keep"`` or ``"raise"`` for missing samples.
+        max_nan_fraction: more missing samples than this fraction of the record is an error.
+        fast: use the numpy fast path where the layout allows it (``False``: always wfdb).
+        check_amplitude: warn about implausible amplitudes and flat leads.
+        warn: issue :class:`ECGDataWarning` for each issue (they are always in ``.issues``).
+        record_id: the id used in messages and in the result (default: the record name).
+    """
+    if nan_policy not in NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+    base = _record_base(path)
+    rid = record_id or base.name
+    where = f"record {rid} ({base})" if record_id and record_id != base.name else str(base)
+
+    invalid: Optional[int] = _FORMAT16_INVALID
+    used_fast = False
+    header = read_header(base) if fast else None
+    if header is not None and _fast_path_ok(header):
+        try:
+            digital = _read_fast(base, header)
+            used_fast = True
+        except RecordError as err:
+            raise RecordError(str(err).replace(str(base), where, 1)) from None
+    else:
+        try:
+            digital, header, invalid = _read_wfdb(base)
+        except RecordError as err:
+            raise RecordError(str(err).replace(str(base), where, 1)) from None
+    h = header
+
+    try:
+        leads = canonical_lead_names(h.sig_names)
+    except ValueError as err:
+        raise RecordError(f"{where}: {err}") from None
+
+    scales = []
+    for lead, unit in zip(leads, h.units):
+        scale = _UNIT_SCALE.get(unit.strip().lower())
+        if scale is None:
+            raise RecordError(f"{where}: lead {lead} has unsupported units {unit!r} (expected mV, uV or V)")
+        scales.append(scale)
+    # counts per mV: physical_mV = (d - baseline) / gain * scale
+    gain = np.asarray(h.gains, dtype=np.float64) / np.asarray(scales, dtype=np.float64)
+    baseline = np.asarray(h.baselines, dtype=np.int64)
+
+    issues: List[str] = []
+    # Checksums (16-bit sums of the stored samples), where the header gives them.
+    if used_fast and any(c is not None for c in h.checksums):
+        sums = digital.sum(axis=1, dtype=np.int64)
+        bad = [leads[i] for i, c in enumerate(h.checksums) if c is not None and (int(sums[i]) - c) % 65536 != 0]
+        if bad:
+            issues.append(f"checksum mismatch in lead(s) {', '.join(bad)}: the signal file differs from what its header describes")
+
+    n_total = digital.size
+    missing = digital == invalid if invalid is not None else None
+    n_nan = int(missing.sum()) if missing is not None else 0
+    if n_nan == 0:
+        missing = None
+    if n_total == 0:
+        raise RecordError(f"{where}: the record has no samples")
+
+    if n_nan:
+        fraction = n_nan / n_total
+        bad_leads = [leads[i] for i in np.flatnonzero(missing.any(axis=1))]
+        if nan_policy == "raise":
+            raise RecordError(f"{where}: {n_nan} missing (NaN) samples in lead(s) {', '.join(bad_leads)}")
+        if fraction > max_nan_fraction:
+            raise RecordError(
+                f"{where}: {n_nan} of {n_total} samples ({100 * fraction:.1f}%) are missing (NaN), more than "
+                f"max_nan_fraction={max_nan_fraction}"
+            )
+        digital = digital.astype(np.int32) - baseline[:, None].astype(np.int32)
+        action = {"interpolate": "interpolated", "zero": "set to 0 mV", "keep": "kept as NaN"}[nan_policy]
+        issues.append(f"{n_nan} missing (NaN) samples in lead(s) {', '.join(bad_leads)}, {action}")
+        if nan_policy in ("interpolate", "zero"):
+            _fill_missing(digital, missing, interpolate=nan_policy == "interpolate")
+            missing = None
+        else:
+            digital[missing] = 0
+    elif baseline.any():
+        digital = digital.astype(np.int32) - baseline[:, None].astype(np.int32)
+
+    if check_amplitude:
+        issues.extend(_amplitude_issues(digital, gain, leads, missing))
+
+    rec = DigitalRecord(
+        record_id=rid, digital=digital, gain=gain, lead_names=leads, sampling_rate=int(round(h.fs)),
+        comments=list(h.comments), path=str(base), n_nan=n_nan, issues=issues, missing=missing, fast_path=used_fast,
+    )
+    if warn:
+        for issue in issues:
+            warnings.warn(f"{where}: {issue}", ECGDataWarning, stacklevel=2)
+    return rec
+
+
+def _fill_missing(digital: np.ndarray, missing: np.ndarray, interpolate: bool) -> None:
+    for i in np.flatnonzero(missing.any(axis=1)):
+        bad = missing[i]
+        good = ~bad
+        if not interpolate or not good.any():
+            digital[i, bad] = 0
+            continue
+        idx = np.arange(digital.shape[1])
+        digital[i, bad] = np.rint(np.interp(idx[bad], idx[good], digital[i, good])).astype(digital.dtype)
+
+
+def _amplitude_issues(digital: np.ndarray, gain: np.ndarray, leads: Sequence[str], missing) -> List[str]:
+    if missing is not None:
+        work = np.where(missing, 0, digital)
+    else:
+        work = digital
+    hi = work.max(axis=1).astype(np.float64)
+    lo = work.min(axis=1).astype(np.float64)
+    ptp = (hi - lo) / gain
+    issues = []
+    flat = [leads[i] for i in np.flatnonzero(ptp == 0)]
+    if flat:
+        issues.append(f"flat (constant) lead(s) {', '.join(flat)}")
+    live = ptp[ptp > 0]
+    if live.size:
+        median = float(np.median(live))
+        peak = float(np.max(np.maximum(np.abs(hi), np.abs(lo)) / gain))
+        if median < MIN_MEDIAN_PEAK_TO_PEAK or median > MAX_MEDIAN_PEAK_TO_PEAK or peak > MAX_ABS_AMPLITUDE:
+            issues.append(
+                f"implausible amplitude: median peak-to-peak {median:.4g} mV over leads, largest sample {peak:.4g} mV "
+                f"(expected about {MIN_MEDIAN_PEAK_TO_PEAK}-{MAX_MEDIAN_PEAK_TO_PEAK} mV); check the ADC gain "
+                f"{sorted(set(float(g) for g in gain))} counts/mV in the header"
+            )
+    return issues
+
+
+def read_wfdb_record(
+    path: str | os.PathLike,
+    *,
+    nan_policy: str = "interpolate",
+    max_nan_fraction: float = DEFAULT_MAX_NAN_FRACTION,
+    fast: bool = True,
+    warn: bool = True,
+) -> ECGRecord:
+    """Read one WFDB record given its path without extension (``.../00001_hr``) or with ``.hea``.
+
+    Returns float32 millivolts, shape (leads, samples), with canonical lead names in the file's
+    order. Raises :class:`RecordError` naming the record and the fault (see the module docstring
+    for every check and for ``nan_policy``).
+    """
+    rec = read_digital(path, nan_policy=nan_policy, max_nan_fraction=max_nan_fraction, fast=fast, warn=warn)
+    return ECGRecord(
+        record_id=rec.record_id,
+        signal=np.ascontiguousarray(rec.physical()),
+        lead_names=rec.lead_names,
+        sampling_rate=rec.sampling_rate,
+        comments=rec.comments,
+        path=rec.path,
+        n_nan=rec.n_nan,
+        issues=rec.issues,
     )
