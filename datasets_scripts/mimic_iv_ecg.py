@@ -17,7 +17,12 @@ from __future__ import annotations
 
 import csv
 import os
+from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+
+import datasets
+
+from .base import ECGBuilder, ECGBuilderConfig, RecordEntry, file_fingerprint, hash_split
 
 RECORD_LIST_FILE = "record_list.csv"
 MEASUREMENTS_FILE = "machine_measurements.csv"
@@ -82,3 +87,78 @@ def iter_mimic_reports(data_dir: str) -> Iterator[Tuple[str, str]]:
 def read_mimic_reports(data_dir: str) -> Dict[str, str]:
     """``{study_id: report}`` for the whole corpus (a few hundred MB of text at full size)."""
     return dict(iter_mimic_reports(data_dir))
+
+
+# ------------------------------------------------------------------------------------------------
+# Builder
+
+
+
+def read_record_list(data_dir: str) -> List[Tuple[str, str, str]]:
+    """``(study_id, subject_id, relative path)`` for every row of ``record_list.csv``."""
+    path = _check_file(data_dir, RECORD_LIST_FILE)
+    out: List[Tuple[str, str, str]] = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"subject_id", "study_id", "path"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+        for line_no, row in enumerate(reader, start=2):
+            rel = (row["path"] or "").strip()
+            if not rel:
+                raise ValueError(f"{path} line {line_no}: empty path")
+            out.append((_study_id(row["study_id"], path, line_no), _study_id(row["subject_id"], path, line_no), rel))
+    return out
+
+
+@dataclass
+class MimicIvEcgConfig(ECGBuilderConfig):
+    """MIMIC-IV-ECG configuration (one config, ``default``).
+
+    ``labels`` are empty: the corpus has no diagnosis labels; pre-training targets come from the
+    entity extraction of the reports, joined by ``record_id`` (the ``study_id``). ``patient_id`` is
+    the ``subject_id``. Split: by a hash of ``subject_id`` (patient-level), 98% train, 1% validation,
+    1% test by default (``validation_fraction``/``test_fraction``), or ``split_file``. Missing
+    (NaN) samples are interpolated by default (``nan_policy``). Other arguments:
+    :class:`datasets_scripts.base.ECGBuilderConfig`.
+    """
+
+    validation_fraction: float = 0.01
+    test_fraction: float = 0.01
+
+
+class MimicIvEcg(ECGBuilder):
+    """MIMIC-IV-ECG 1.0 from its PhysioNet folder (``data_dir``); stream it or build the compact cache."""
+
+    BUILDER_CONFIG_CLASS = MimicIvEcgConfig
+    BUILDER_CONFIGS = [MimicIvEcgConfig(name="default", version=datasets.Version("1.0.0"), description="MIMIC-IV-ECG")]
+    DEFAULT_CONFIG_NAME = "default"
+    CORPUS_DESCRIPTION = (
+        "MIMIC-IV-ECG: about 800,000 diagnostic 12-lead ECGs (10 s, 500 Hz) of about 160,000 patients with the "
+        "ECG machine's statements as report text; no diagnosis labels."
+    )
+    CITATION = (
+        "Gow B. et al., MIMIC-IV-ECG: Diagnostic Electrocardiogram Matched Subset (version 1.0). PhysioNet (2023). "
+        "https://doi.org/10.13026/4nqg-sb35"
+    )
+    HOMEPAGE = "https://physionet.org/content/mimic-iv-ecg/"
+
+    def _fingerprint_sources(self, data_dir, kwargs):
+        return [
+            "records=" + file_fingerprint(_check_file(data_dir, RECORD_LIST_FILE)),
+            "measurements=" + file_fingerprint(_check_file(data_dir, MEASUREMENTS_FILE)),
+        ]
+
+    def _index(self) -> List[RecordEntry]:
+        c = self.config
+        reports = read_mimic_reports(c.data_dir)
+        entries = []
+        for study, subject, rel in read_record_list(c.data_dir):
+            entries.append(
+                RecordEntry(
+                    record_id=study, source=os.path.join(c.data_dir, rel), labels=[], report=reports.get(study, ""),
+                    patient_id=subject,
+                    split=hash_split(subject, c.validation_fraction, c.test_fraction, salt="mimic_iv_ecg"),
+                )
+            )
+        return entries

@@ -270,7 +270,7 @@ def _read_fast(base: Path, h: WFDBHeader) -> np.ndarray:
                    else "header length or lead count smaller than the data")
             )
     samples = np.frombuffer(raw, dtype="<i2", count=n_samples * h.n_sig, offset=offset)
-    return samples.reshape(n_samples, h.n_sig).T
+    return np.ascontiguousarray(samples.reshape(n_samples, h.n_sig).T)
 
 
 def _check_mat_v4(base: Path, name: str, raw: bytes, h: WFDBHeader) -> None:

@@ -1,0 +1,114 @@
+"""One call to load any supported ECG corpus as a ``datasets.DatasetDict`` (train/validation/test).
+
+>>> from datasets_scripts import load_ecg_dataset
+>>> ds = load_ecg_dataset("ptbxl", "super", data_dir="/data/ptb-xl", output="torch")
+>>> ds["train"][0]["signal"].shape            # float32 millivolts, (leads, samples)
+torch.Size([12, 5000])
+
+Every example follows the data contract (``record_id``, ``patient_id``, ``signal``, ``lead_names``,
+``sampling_rate``, ``report``, ``labels``); see :mod:`datasets_scripts.encoding` for how the
+signal is stored and decoded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Dict, Optional, Tuple
+
+BUILDERS: Dict[str, Tuple[str, str]] = {
+    "ptbxl": ("ptbxl", "Ptbxl"),
+    "cpsc2018": ("cpsc2018", "Cpsc2018"),
+    "csn": ("csn", "Csn"),
+    "physionet2021": ("physionet2021", "Physionet2021"),
+    "mimic_iv_ecg": ("mimic_iv_ecg", "MimicIvEcg"),
+    "synthetic": ("synthetic", "Synthetic"),
+}
+_ALIASES = {
+    "ptb-xl": "ptbxl", "ptb_xl": "ptbxl", "cpsc": "cpsc2018", "chapman": "csn", "chapman_shaoxing": "csn",
+    "ningbo": "csn", "physionet2020": "physionet2021", "cinc2020": "physionet2021", "cinc2021": "physionet2021",
+    "mimic": "mimic_iv_ecg", "mimic-iv-ecg": "mimic_iv_ecg",
+}
+
+
+def get_builder_class(name: str):
+    """The ``GeneratorBasedBuilder`` subclass of a corpus (names as in :data:`BUILDERS`)."""
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in BUILDERS:
+        raise ValueError(f"unknown ECG corpus {name!r}; known: {', '.join(BUILDERS)}")
+    module, cls = BUILDERS[key]
+    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+
+
+def load_ecg_dataset(
+    name: str,
+    config: Optional[str] = None,
+    data_dir: Optional[str] = None,
+    sampling_rate: Optional[int] = None,
+    cache_dir: Optional[str] = None,
+    num_proc: Optional[int] = None,
+    streaming: bool = False,
+    split_file: Optional[str] = None,
+    on_error: str = "raise",
+    output: str = "numpy",
+    **builder_kwargs,
+):
+    """Build (or reuse from cache) a corpus and return its ``train``/``validation``/``test`` splits.
+
+    Args:
+        name: ``ptbxl``, ``cpsc2018``, ``csn``, ``physionet2021``, ``mimic_iv_ecg`` or ``synthetic``.
+        config: configuration name (PTB-XL: ``super``, ``sub``, ``form``, ``rhythm``, ``all``,
+            ``reports``; the other corpora have one, ``default``).
+        data_dir: the corpus folder as downloaded (not used by ``synthetic``).
+        sampling_rate: output rate in Hz (``None``: native; PTB-XL 100 or 500 picks the folder).
+        cache_dir: where the Arrow cache lives (default: the ``datasets`` cache).
+        num_proc: processes used to build the cache (records are sharded between them).
+        streaming: return ``IterableDataset`` splits that read the source on the fly (no cache;
+            skipped records are only logged).
+        split_file: CSV ``record_id,split`` replacing the corpus's default split.
+        on_error: ``"raise"`` or ``"skip"`` for unreadable records (see ``ECGBuilderConfig``).
+        output: ``"numpy"`` or ``"torch"``: type of the decoded ``signal`` (see ``ECGDecoder``).
+        **builder_kwargs: further config arguments of the corpus (e.g. ``num_records``, ``seed``
+            for ``synthetic``; ``nan_policy``, ``validation_fraction``, ``unmapped_codes``).
+
+    Returns:
+        ``datasets.DatasetDict`` (or ``IterableDatasetDict`` when streaming) with the three splits,
+        decoded to the data contract.
+
+    Raises:
+        RecordError: ``on_error="raise"`` and a record is unreadable (the message names it).
+        ValueError: unknown corpus, wrong ``data_dir`` or arguments, codes without a concept.
+    """
+    import datasets
+
+    from .encoding import decode_example, set_ecg_format, stored_features
+    from .wfdb_reader import RecordError
+
+    cls = get_builder_class(name)
+    kwargs = dict(builder_kwargs)
+    for key, value in (("sampling_rate", sampling_rate), ("split_file", split_file), ("on_error", on_error)):
+        if value is not None:
+            kwargs[key] = value
+    builder = cls(config_name=config, data_dir=data_dir, cache_dir=cache_dir, **kwargs)
+
+    if streaming:
+        splits = builder.as_streaming_dataset()
+        return datasets.IterableDatasetDict({k: v.map(decode_example) for k, v in splits.items()})
+
+    try:
+        builder.download_and_prepare(num_proc=num_proc)
+    except datasets.exceptions.DatasetGenerationError as err:
+        cause = err.__cause__ or err.__context__
+        while cause is not None and not isinstance(cause, RecordError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is not None:
+            raise RecordError(f"{cls._corpus_name()}: {cause}") from err
+        raise
+    splits = builder.as_dataset()
+    out = datasets.DatasetDict()
+    for split in ("train", "validation", "test"):
+        out[split] = splits[split] if split in splits else datasets.Dataset.from_dict(
+            {k: [] for k in stored_features()}, features=stored_features()
+        )
+    set_ecg_format(out, output=output)
+    return out
