@@ -104,11 +104,12 @@ def load_ecg_dataset(
         if cause is not None:
             raise RecordError(f"{cls._corpus_name()}: {cause}") from err
         raise
-    splits = builder.as_dataset()
     out = datasets.DatasetDict()
+    infos = builder.info.splits or {}
     for split in ("train", "validation", "test"):
-        out[split] = splits[split] if split in splits else datasets.Dataset.from_dict(
-            {k: [] for k in stored_features()}, features=stored_features()
-        )
+        if split in infos and infos[split].num_examples:
+            out[split] = builder.as_dataset(split=split)
+        else:  # an empty split (tiny corpus or split file): an empty table with the same columns
+            out[split] = datasets.Dataset.from_dict({k: [] for k in stored_features()}, features=stored_features())
     set_ecg_format(out, output=output)
     return out

@@ -29,7 +29,7 @@ RBBB     59118001   QRS 120-160 ms, late rightward-anterior wave: rSR' in V1, br
 STE      164931005  ST plateau +0.18..+0.38 mV toward the anterior (V1-V4) or inferior (II, III, aVF) leads
 STD      429622005  ST plateau -0.10..-0.25 mV in the lateral and inferior leads
 TINV     59931005   T vector reversed: negative T in I, II, V2-V6
-LQRSV    251146004  QRS scaled by 0.25-0.35 (limb-lead QRS below 0.5 mV)
+LQRSV    251146004  QRS scaled by 0.2-0.3 (limb-lead QRS below 0.5 mV)
 LVH      164873001  QRS scaled by 1.9-2.4, turned leftward-posterior (tall R in V5/V6, deep S in V1/V2)
 =======  =========  ==================================================================
 
@@ -217,7 +217,7 @@ def sample_spec(seed: int, index: int, duration: float = DEFAULT_DURATION) -> Sy
         "st_amp": float(rng.uniform(0.18, 0.38) if "STE" in conditions else rng.uniform(0.1, 0.25)),
         "ste_inferior": float(rng.random() < 0.4),
         "tinv_amp": float(rng.uniform(0.2, 0.4)),
-        "lqrsv_scale": float(rng.uniform(0.25, 0.35)),
+        "lqrsv_scale": float(rng.uniform(0.2, 0.3)),
         "lvh_scale": float(rng.uniform(1.9, 2.4)),
     }
     beats_hr = 60.0 / float(np.mean(rr[: max(2, int(duration / mean_rr))]))

@@ -1,0 +1,107 @@
+"""MIMIC-IV-ECG builder on a generated tree: lead-order fix, NaN samples, reports, streaming, footprint."""
+
+import os
+
+import numpy as np
+import pytest
+
+from datasets_scripts import iter_reports, load_ecg_dataset, read_wfdb_record
+from datasets_scripts.mimic_iv_ecg import MimicIvEcg, join_machine_statements
+from datasets_scripts.testing import MIMIC_LEAD_ORDER, example_signal, make_mimic_tree
+from processing.ecg_leads import STANDARD_12_LEADS
+
+STUDIES = [
+    {"subject_id": 10000032, "study_id": 40689238, "reports": ["Sinus rhythm", "Possible right atrial abnormality",
+                                                              "Borderline ECG"]},
+    {"subject_id": 10000032, "study_id": 44458630, "reports": ["Sinus tachycardia", "with 1st degree A-V block", "",
+                                                              "Abnormal ECG."]},
+    {"subject_id": 10000117, "study_id": 45090959, "reports": ["Atrial fibrillation", "Low QRS voltages in limb leads"],
+     "nan": [("aVF", 1000, 1100), ("V3", 0, 25)]},
+    {"subject_id": 10000560, "study_id": 41234567, "reports": []},
+] + [
+    {"subject_id": 10001000 + i, "study_id": 42000000 + i, "reports": ["Sinus rhythm", "Normal ECG"]} for i in range(8)
+]
+
+
+@pytest.fixture(scope="module")
+def mimic_dir(tmp_path_factory):
+    return make_mimic_tree(tmp_path_factory.mktemp("mimic"), STUDIES)
+
+
+def test_machine_statements_are_joined():
+    assert join_machine_statements(["Sinus rhythm", "Possible right atrial abnormality", "Borderline ECG"]) == (
+        "Sinus rhythm. Possible right atrial abnormality. Borderline ECG"
+    )
+    assert join_machine_statements(["Sinus tachycardia", "with 1st degree A-V block", "", None, "Abnormal ECG."]) == (
+        "Sinus tachycardia with 1st degree A-V block. Abnormal ECG."
+    )
+    assert join_machine_statements(["", "nan"]) == ""
+
+
+def test_reports_ids_and_text(mimic_dir):
+    reports = dict(iter_reports("mimic_iv_ecg", str(mimic_dir)))
+    assert len(reports) == 11  # the study without statements is skipped
+    assert reports["44458630"] == "Sinus tachycardia with 1st degree A-V block. Abnormal ECG."
+    assert dict(iter_reports("mimic_iv_ecg", str(mimic_dir), include_empty=True))["41234567"] == ""
+    with pytest.raises(ValueError, match="not a MIMIC-IV-ECG folder: machine_measurements.csv"):
+        list(iter_reports("mimic_iv_ecg", str(mimic_dir / "files")))
+
+
+def test_lead_order_fix_nan_and_contract(mimic_dir, tmp_path):
+    hea = next(mimic_dir.rglob("40689238.hea")).read_text()
+    assert [ln.split()[-1] for ln in hea.splitlines()[1:13]] == list(MIMIC_LEAD_ORDER)
+    ds = load_ecg_dataset("mimic_iv_ecg", data_dir=str(mimic_dir), cache_dir=str(tmp_path))
+    rows = {}
+    for split in ds.values():
+        for i in range(len(split)):
+            rows[split[i]["record_id"]] = split[i]
+    assert len(rows) == 12
+    ex = rows["40689238"]
+    assert ex["patient_id"] == "10000032" and ex["labels"] == []
+    assert ex["report"] == "Sinus rhythm. Possible right atrial abnormality. Borderline ECG"
+    # stored in the standard order, resolved by name: the file's 5th lead (aVF) is row 5, its 6th (aVL) row 4
+    assert ex["lead_names"] == list(STANDARD_12_LEADS)
+    source = read_wfdb_record(next(mimic_dir.rglob("40689238.hea")))
+    assert source.lead_names == list(MIMIC_LEAD_ORDER)
+    np.testing.assert_array_equal(ex["signal"][STANDARD_12_LEADS.index("aVL")], source.signal[5])
+    np.testing.assert_array_equal(ex["signal"][STANDARD_12_LEADS.index("aVF")], source.signal[4])
+    # and they are really aVL and aVF of the generating signal (gain 200/mV: 5 microvolt steps)
+    truth = example_signal(0, seed=11)
+    np.testing.assert_allclose(ex["signal"], truth, atol=0.0026)
+    # NaN samples: interpolated, counted in the summary
+    nan_ex = rows["45090959"]
+    assert np.isfinite(nan_ex["signal"]).all()
+    avf = nan_ex["signal"][STANDARD_12_LEADS.index("aVF")]
+    np.testing.assert_allclose(avf[1000:1100], np.linspace(avf[999], avf[1100], 102)[1:-1], atol=0.006)
+    import json
+
+    summary = json.loads(next(tmp_path.rglob("ecg_summary.json")).read_text())
+    assert [w["record_id"] for w in summary["warnings"]] == ["45090959"]
+    assert "125 missing (NaN) samples in lead(s) aVF, V3, interpolated" in summary["warnings"][0]["reason"]
+
+
+def test_patient_level_split(mimic_dir, tmp_path):
+    entries = MimicIvEcg(data_dir=str(mimic_dir), cache_dir=str(tmp_path), validation_fraction=0.3,
+                         test_fraction=0.3)._index()
+    by_patient = {}
+    for e in entries:
+        by_patient.setdefault(e.patient_id, set()).add(e.split)
+    assert all(len(s) == 1 for s in by_patient.values())
+    assert {e.split for e in entries} == {"train", "validation", "test"}
+
+
+def test_streaming(mimic_dir):
+    ds = load_ecg_dataset("mimic_iv_ecg", data_dir=str(mimic_dir), streaming=True, validation_fraction=0.0,
+                          test_fraction=0.0)
+    seen = list(ds["train"])
+    assert len(seen) == 12
+    assert all(ex["signal"].dtype == np.float32 and ex["signal"].shape == (12, 5000) for ex in seen)
+    assert seen[0]["lead_names"] == list(STANDARD_12_LEADS)
+
+
+def test_footprint_at_most_1_2_of_the_source(mimic_dir, tmp_path):
+    load_ecg_dataset("mimic_iv_ecg", data_dir=str(mimic_dir), cache_dir=str(tmp_path))
+    source = sum(p.stat().st_size for p in (mimic_dir / "files").rglob("*") if p.is_file())
+    source += sum((mimic_dir / f).stat().st_size for f in ("record_list.csv", "machine_measurements.csv"))
+    arrow = sum(p.stat().st_size for p in tmp_path.rglob("*.arrow"))
+    assert arrow <= 1.2 * source, (arrow, source)
