@@ -262,9 +262,10 @@ def _read_fast(base: Path, h: WFDBHeader) -> np.ndarray:
         n_samples = h.n_samples
         if payload != n_samples * frame:
             have = max(payload, 0) / frame
+            after = f" after the {offset}-byte preamble" if offset else ""
             raise RecordError(
-                f"{base}: signal file {data_path.name} holds {max(payload, 0)} bytes after the {offset}-byte "
-                f"preamble, the header ({h.n_sig} leads x {n_samples} samples, format 16) needs {n_samples * frame} "
+                f"{base}: signal file {data_path.name} holds {max(payload, 0)} bytes{after}, the header "
+                f"({h.n_sig} leads x {n_samples} samples, format 16) needs {n_samples * frame} "
                 f"({have:g} samples per lead): "
                 + ("truncated signal file or header length/lead count too large" if payload < n_samples * frame
                    else "header length or lead count smaller than the data")
