@@ -1,0 +1,74 @@
+"""Speed of the lexicon extractor on one core: reports per second, median of several runs.
+
+The corpus is the real PTB-XL reports of ``../shared/data`` (German, English, Swedish) when present,
+else a fixed set of report-like sentences; it is repeated to ``--reports`` reports. Caches inside the
+extractor (folded tokens) are warm after the first run, as they are in a long extraction.
+
+Run: ``python benchmarks/bench_lexicon.py [--reports 20000] [--runs 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from processing.extraction_lexicon import LexiconExtractor  # noqa: E402
+
+FALLBACK_REPORTS = [
+    "sinusrhythmus normales ekg",
+    "sinus rhythm. left axis deviation. left anterior fascicular block.",
+    "vorhofflimmern mit schneller überleitung, kein linksschenkelblock, v.a. inferiorer infarkt",
+    "sinusbradykardie sonst normales ekg",
+    "Sinus rhythm with 1st degree A-V block. Possible anterior infarct - age undetermined. Abnormal ECG",
+    "sinusrytm vänster el-axel inget säkert patologiskt",
+]
+
+
+def load_reports() -> list:
+    shared = Path(os.environ.get("SUPREME_SHARED_DATA", REPO.parent / "shared" / "data"))
+    path = shared / "ptbxl" / "ptbxl_database.csv"
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as handle:
+            reports = [row["report"] for row in csv.DictReader(handle) if row["report"]]
+        return reports, f"{len(reports)} PTB-XL reports"
+    return FALLBACK_REPORTS, "built-in sentences (PTB-XL not found)"
+
+
+def main(argv=None) -> float:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reports", type=int, default=20000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args(argv)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core, as the target says
+
+    base, source = load_reports()
+    corpus = (base * (args.reports // len(base) + 1))[: args.reports]
+    started = time.perf_counter()
+    extractor = LexiconExtractor()
+    build_seconds = time.perf_counter() - started
+    mean_chars = sum(map(len, corpus)) / len(corpus)
+    rates = []
+    entities = 0
+    for _ in range(args.runs):
+        started = time.perf_counter()
+        entities = sum(len(extractor.extract(text)) for text in corpus)
+        rates.append(len(corpus) / (time.perf_counter() - started))
+    median = statistics.median(rates)
+    print(f"corpus: {source}, repeated to {len(corpus)} reports, mean {mean_chars:.0f} characters, {entities} entities per pass")
+    print(f"extractor build: {build_seconds:.2f} s")
+    print("runs (reports/s): " + ", ".join(f"{r:,.0f}" for r in rates))
+    print(f"lexicon speed, median of {args.runs} runs on one core: {median:,.0f} reports/s")
+    return median
+
+
+if __name__ == "__main__":
+    main()
