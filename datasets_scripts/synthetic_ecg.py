@@ -73,13 +73,29 @@ CONDITION_CODES: Dict[str, str] = {
 RHYTHMS = ("SR", "STACH", "SBRAD", "AF")
 FINDINGS = ("IAVB", "LBBB", "RBBB", "STE", "STD", "TINV", "LQRSV", "LVH")
 
-# Words that mark a synonym as non-English (the vocabulary also carries German synonyms).
-_NON_ENGLISH_MARKERS = (
-    "rhythmus", "vorhof", "kammer", "schenkel", "hebung", "senkung", "niedervolt", "niederspannung",
-    "hypertroph", "linksherz", "linksschenkel", "rechtsschenkel", "sinusbrad", "sinustach", "grades",
-    "grad ", "ueber", "ueberleitung", "blockierung", "tachykardie", "bradykardie", "flimmern",
-    "negativ", "welle", "strecke", "erregung", "ventrikel", "leitungs", "fibrillation atriale",
-)
+# English phrasings the reports may use, in display case. Only those that the vocabulary lists as the
+# concept's name or a synonym (compared case-insensitively) are used, so the lexicon extractor finds
+# every one of them; the concept name is always among them. (The vocabulary's other synonyms are
+# German, Swedish or SCP codes, which an English report would not write.)
+PHRASINGS: Dict[str, Tuple[str, ...]] = {
+    "SR": ("sinus rhythm", "normal sinus rhythm", "regular sinus rhythm"),
+    "STACH": ("sinus tachycardia", "sinus tachy"),
+    "SBRAD": ("sinus bradycardia", "sinus brady"),
+    "AF": ("atrial fibrillation", "AFib", "AF", "atrial fib"),
+    "IAVB": ("first degree AV block", "1st degree AV block", "first degree atrioventricular block",
+             "first degree heart block", "1st degree atrioventricular block"),
+    "LBBB": ("left bundle branch block", "LBBB", "complete left bundle branch block", "complete LBBB"),
+    "RBBB": ("right bundle branch block", "RBBB", "complete right bundle branch block", "complete RBBB"),
+    "STE": ("ST elevation", "ST segment elevation", "elevated ST segments", "ST elevations", "ST segment elevations"),
+    "STD": ("ST depression", "ST segment depression", "depressed ST segments", "ST depressions",
+            "ST segment depressions"),
+    "TINV": ("T wave inversion", "inverted T waves", "T wave inversions", "negative T waves", "inverted T wave"),
+    "LQRSV": ("low QRS voltage", "low QRS voltages", "low voltage QRS", "low QRS amplitudes", "low voltage"),
+    "LVH": ("left ventricular hypertrophy", "LVH", "LV hypertrophy"),
+}
+_PLURAL_PHRASES = {"elevated st segments", "st elevations", "st segment elevations", "depressed st segments",
+                   "st depressions", "st segment depressions", "inverted t waves", "t wave inversions",
+                   "negative t waves", "low qrs voltages", "low qrs amplitudes"}
 
 
 @dataclass
@@ -121,7 +137,7 @@ def condition_concepts() -> Dict[str, Tuple[str, Tuple[str, ...]]]:
     """``{key: (concept name, English phrasings)}`` from the project's concept vocabulary."""
     try:
         from processing.concepts import load_concept_vocabulary
-    except ImportError as err:  # the vocabulary module is built in parallel with this one
+    except ImportError as err:  # pragma: no cover - the vocabulary ships with the package
         raise ImportError(
             "the synthetic ECG corpus names its conditions with the project's concept vocabulary "
             f"(processing.concepts), which could not be imported: {err}"
@@ -135,19 +151,10 @@ def condition_concepts() -> Dict[str, Tuple[str, Tuple[str, ...]]]:
                 f"the concept vocabulary has no concept with SNOMED-CT code {code} (synthetic condition {key}); "
                 "the synthetic corpus needs all of: " + ", ".join(f"{k}={c}" for k, c in CONDITION_CODES.items())
             )
-        phrasings = [concept.name]
-        for synonym in getattr(concept, "synonyms", None) or []:
-            if _is_english(synonym) and synonym.lower() not in {p.lower() for p in phrasings}:
-                phrasings.append(synonym)
+        known = {t.lower() for t in (concept.name, *concept.synonyms)}
+        phrasings = [concept.name] + [p for p in PHRASINGS[key] if p.lower() in known and p.lower() != concept.name.lower()]
         out[key] = (concept.name, tuple(phrasings))
     return out
-
-
-def _is_english(text: str) -> bool:
-    if not text or not text.isascii():
-        return False
-    low = f" {text.lower()} "
-    return not any(marker in low for marker in _NON_ENGLISH_MARKERS)
 
 
 def condition_names(keys: Sequence[str]) -> List[str]:
@@ -240,8 +247,8 @@ _RHYTHM_TEMPLATES = (
 )
 _FINDING_TEMPLATES = (
     "{Name}.",
-    "There is {name}.",
-    "{Name} is present.",
+    "There {is} {name}.",
+    "{Name} {is} present.",
     "Findings consistent with {name}.",
     "Evidence of {name}.",
     "{Name} noted.",
@@ -250,8 +257,8 @@ _FINDING_TEMPLATES = (
 _NEGATION_TEMPLATES = (
     "No evidence of {name}.",
     "No {name}.",
-    "{Name} is not seen.",
-    "There is no {name}.",
+    "{Name} {is} not seen.",
+    "There {is} no {name}.",
     "Without {name}.",
     "Negative for {name}.",
 )
@@ -267,7 +274,8 @@ def _phrase(rng: np.random.Generator, key: str) -> str:
 
 
 def _fill(template: str, phrase: str, hr: int) -> str:
-    return template.format(name=phrase, Name=_cap(phrase), hr=hr)
+    verb = "are" if phrase.lower() in _PLURAL_PHRASES else "is"
+    return template.format(name=phrase, Name=_cap(phrase), hr=hr, **{"is": verb})
 
 
 def make_report(spec: SyntheticSpec) -> str:

@@ -35,7 +35,9 @@ def test_condition_names_are_concept_names(vocab):
     for key, code in S.CONDITION_CODES.items():
         name, phrasings = concepts[key]
         assert name == vocab.by_snomed_code(code).name
-        assert phrasings[0] == name and all(p.isascii() for p in phrasings)
+        assert phrasings[0] == name and len(phrasings) >= 2 and all(p.isascii() for p in phrasings)
+        # every phrasing is a text of the concept, so the lexicon extractor maps it back
+        assert all(vocab.lookup(p).name == name for p in phrasings), phrasings
 
 
 def test_deterministic_and_independent_of_corpus_size():
@@ -186,3 +188,14 @@ def test_builder(tmp_path, vocab):
     assert "SYNTHETIC" in Synthetic(num_records=30, seed=2, cache_dir=str(tmp_path)).info.description
     with pytest.raises(ValueError, match="num_records must be a positive integer"):
         Synthetic(num_records=0, cache_dir=str(tmp_path))
+
+
+def test_lexicon_extractor_recovers_the_labels_from_the_reports():
+    lexicon = pytest.importorskip("processing.extraction_lexicon")
+    specs = [S.sample_spec(0, i) for i in range(150)]
+    extracted = lexicon.extract_lexicon([S.make_report(s) for s in specs])
+    for spec, entities in zip(specs, extracted):
+        present = {e["concept"] for e in entities if e["status"] == "present"}
+        absent = {e["concept"] for e in entities if e["status"] == "absent"}
+        assert present == set(S.condition_names(spec.conditions)), S.make_report(spec)
+        assert not absent & present
