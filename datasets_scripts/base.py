@@ -122,6 +122,7 @@ class ECGBuilder(datasets.GeneratorBasedBuilder):
             kwargs["data_dir"] = os.path.abspath(data_dir)
         if kwargs.get("split_file"):
             kwargs["split_file"] = os.path.abspath(kwargs["split_file"])
+        self._drop_default_kwargs(kwargs)
         if not kwargs.get("source_fingerprint"):
             kwargs["source_fingerprint"] = self._compute_fingerprint(kwargs)
         super().__init__(*args, **kwargs)
@@ -138,6 +139,21 @@ class ECGBuilder(datasets.GeneratorBasedBuilder):
         raise NotImplementedError
 
     # -- shared machinery -----------------------------------------------------------------------
+
+    def _drop_default_kwargs(self, kwargs: dict) -> None:
+        """Drop config arguments equal to the config's defaults, so that ``on_error="raise"`` given
+        explicitly and left out share one cache (the cache key hashes the arguments as given)."""
+        import dataclasses
+
+        name = kwargs.get("config_name") or self.DEFAULT_CONFIG_NAME
+        base = next((c for c in self.BUILDER_CONFIGS if c.name == name), None)
+        for f in dataclasses.fields(self.BUILDER_CONFIG_CLASS):
+            if f.name in ("name", "version", "data_dir", "data_files", "description", "source_fingerprint"):
+                continue
+            if f.name in kwargs:
+                default = getattr(base, f.name) if base is not None else f.default
+                if kwargs[f.name] is None or kwargs[f.name] == default:
+                    del kwargs[f.name]
 
     @classmethod
     def _corpus_name(cls) -> str:

@@ -1,6 +1,7 @@
 """load_ecg_dataset as one interface: errors naming the record, num_proc, cache reuse, decoding, imports."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -68,6 +69,11 @@ def test_cache_is_reused(tmp_path):
     arrows = {p: p.stat().st_mtime_ns for p in cache.rglob("*.arrow")}
     load_ecg_dataset("synthetic", num_records=12, seed=5, cache_dir=str(cache))
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.arrow")} == arrows
+    # the builder used directly, with defaults spelled out, finds the same cache
+    from datasets_scripts.synthetic import Synthetic
+
+    same = Synthetic(num_records=12, seed=5, cache_dir=str(cache), on_error="raise", nan_policy="interpolate")
+    assert os.path.isfile(os.path.join(same._output_dir, "dataset_info.json"))
     load_ecg_dataset("synthetic", num_records=13, seed=5, cache_dir=str(cache))
     assert len(list(cache.rglob("dataset_info.json"))) == 2
 
