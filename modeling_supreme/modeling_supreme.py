@@ -1,0 +1,506 @@
+"""SuPreME model: an ECG encoder, a frozen text encoder for cardiac queries, and the Cardiac Fusion
+Network in which each query attends to the ECG tokens and yields one logit.
+
+This file is copied next to every saved checkpoint as remote code: it may import only
+`configuration_supreme` (relatively) and installed libraries.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput, logging
+from transformers.utils.generic import can_return_tuple
+
+from .configuration_supreme import SuPreMEConfig
+
+logger = logging.get_logger(__name__)
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class SuPreMEOutput(ModelOutput):
+    """
+    Output of [`SuPreMEModel`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+            Multi-label loss (BCE or asymmetric) averaged over the labelled (ECG, query) pairs.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_queries)`):
+            One independent logit per ECG and query; `sigmoid(logits)` is the probability that the
+            condition of the query is present.
+        ecg_embeds (`torch.FloatTensor` of shape `(batch_size, ecg_hidden_size)`):
+            Masked mean of the ECG tokens: the global ECG representation (for linear probes).
+        ecg_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_tokens, ecg_hidden_size)`):
+            ECG tokens from the last encoder layer.
+        ecg_token_mask (`torch.BoolTensor` of shape `(batch_size, num_tokens)`):
+            Which ECG tokens cover real signal (False for padding).
+        query_embeds (`torch.FloatTensor` of shape `(num_queries, text_hidden_size)`):
+            Pooled text-encoder embeddings of the queries.
+        fused_query_states (`torch.FloatTensor` of shape `(batch_size, num_queries, fusion_hidden_size)`):
+            Query states after the fusion network, before the logit head.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    ecg_embeds: torch.FloatTensor | None = None
+    ecg_last_hidden_state: torch.FloatTensor | None = None
+    ecg_token_mask: torch.BoolTensor | None = None
+    query_embeds: torch.FloatTensor | None = None
+    fused_query_states: torch.FloatTensor | None = None
+
+
+def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.to(states.dtype).unsqueeze(-1)
+    return (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+class SuPreMEAttention(nn.Module):
+    """Multi-head attention on `scaled_dot_product_attention`; self-attention when `context` is None."""
+
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float, context_size: int | None = None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.q_proj = nn.Linear(hidden_size, hidden_size)
+        self.k_proj = nn.Linear(context_size or hidden_size, hidden_size)
+        self.v_proj = nn.Linear(context_size or hidden_size, hidden_size)
+        self.o_proj = nn.Linear(hidden_size, hidden_size)
+        self.dropout = dropout
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def forward(self, hidden_states, context=None, key_mask=None):
+        context = hidden_states if context is None else context
+        q = self._heads(self.q_proj(hidden_states))
+        k = self._heads(self.k_proj(context))
+        v = self._heads(self.v_proj(context))
+        attn_mask = None if key_mask is None else key_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.o_proj(out.transpose(1, 2).flatten(2))
+
+
+class SuPreMEMLP(nn.Module):
+    def __init__(self, hidden_size: int, intermediate_size: int, dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.dropout(self.fc2(self.dropout(F.gelu(self.fc1(x)))))
+
+
+class SuPreMEViTLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer layer over ECG tokens."""
+
+    def __init__(self, config: SuPreMEConfig):
+        super().__init__()
+        size = config.ecg_hidden_size
+        self.norm1 = nn.LayerNorm(size, eps=1e-6)
+        self.attention = SuPreMEAttention(size, config.ecg_num_heads, config.ecg_dropout)
+        self.norm2 = nn.LayerNorm(size, eps=1e-6)
+        self.mlp = SuPreMEMLP(size, int(size * config.ecg_mlp_ratio), config.ecg_dropout)
+        self.dropout = nn.Dropout(config.ecg_dropout)
+
+    def forward(self, hidden_states, token_mask=None):
+        hidden_states = hidden_states + self.dropout(self.attention(self.norm1(hidden_states), key_mask=token_mask))
+        return hidden_states + self.mlp(self.norm2(hidden_states))
+
+
+class SuPreMELeadConditioning(nn.Module):
+    """Learned positions plus an embedding of which leads are present.
+
+    Missing leads arrive as zeros; without telling the encoder which leads are real, "lead absent"
+    and "flat lead" would look the same. The lead-presence embedding is added to every token.
+    """
+
+    def __init__(self, config: SuPreMEConfig):
+        super().__init__()
+        self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_patches, config.ecg_hidden_size))
+        self.lead_presence = nn.Linear(len(config.lead_names), config.ecg_hidden_size, bias=False)
+
+    def forward(self, tokens: torch.Tensor, lead_mask: torch.Tensor) -> torch.Tensor:
+        num_tokens = tokens.shape[1]
+        if num_tokens > self.position_embeddings.shape[1]:
+            raise ValueError(
+                f"got {num_tokens} ECG tokens but the model has positions for {self.position_embeddings.shape[1]}; "
+                "pass signals of at most config.num_samples samples (the feature extractor crops them)"
+            )
+        presence = self.lead_presence(lead_mask.to(tokens.dtype))
+        return tokens + self.position_embeddings[:, :num_tokens] + presence[:, None, :]
+
+
+class SuPreMEViTEncoder(nn.Module):
+    """1-D ViT: non-overlapping patches of all leads become tokens (MERL's ViT-tiny layout)."""
+
+    def __init__(self, config: SuPreMEConfig):
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.patch_embedding = nn.Conv1d(
+            len(config.lead_names), config.ecg_hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+        )
+        self.conditioning = SuPreMELeadConditioning(config)
+        self.dropout = nn.Dropout(config.ecg_dropout)
+        self.layers = nn.ModuleList([SuPreMEViTLayer(config) for _ in range(config.ecg_num_layers)])
+        self.norm = nn.LayerNorm(config.ecg_hidden_size, eps=1e-6)
+
+    def token_mask(self, attention_mask: torch.Tensor) -> torch.Tensor:
+        batch, samples = attention_mask.shape
+        usable = samples - samples % self.patch_size
+        return attention_mask[:, :usable].reshape(batch, -1, self.patch_size).any(-1)
+
+    def forward(self, input_values, lead_mask, attention_mask):
+        tokens = self.patch_embedding(input_values).transpose(1, 2)
+        tokens = self.dropout(self.conditioning(tokens, lead_mask))
+        token_mask = self.token_mask(attention_mask)
+        # An all-valid mask is passed as None so that SDPA can take its fastest kernel.
+        key_mask = None if bool(token_mask.all()) else token_mask
+        for layer in self.layers:
+            tokens = layer(tokens, key_mask)
+        return self.norm(tokens), token_mask
+
+
+class SuPreMEResidualBlock1d(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv1d(in_channels, out_channels, 7, stride=stride, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm1d(out_channels)
+        self.conv2 = nn.Conv1d(out_channels, out_channels, 7, padding=3, bias=False)
+        self.bn2 = nn.BatchNorm1d(out_channels)
+        self.shortcut = None
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv1d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm1d(out_channels)
+            )
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class SuPreMEResNetEncoder(nn.Module):
+    """1-D ResNet: stem (stride 4) and four stages (strides 1, 2, 2, 2); total stride 32 samples per token."""
+
+    total_stride = 32
+
+    def __init__(self, config: SuPreMEConfig):
+        super().__init__()
+        if config.patch_size != self.total_stride:
+            raise ValueError(f"the resnet1d encoder has a fixed stride of {self.total_stride}; set patch_size=32")
+        width = config.ecg_hidden_size
+        channels = [max(width // 4, 16), max(width // 2, 32), width, width]
+        self.stem = nn.Sequential(
+            nn.Conv1d(len(config.lead_names), channels[0], 15, stride=2, padding=7, bias=False),
+            nn.BatchNorm1d(channels[0]),
+            nn.ReLU(),
+            nn.MaxPool1d(3, stride=2, padding=1),
+        )
+        stages, in_channels = [], channels[0]
+        for stage, (out_channels, stride) in enumerate(zip(channels, (1, 2, 2, 2))):
+            for block in range(config.ecg_num_layers):
+                stages.append(SuPreMEResidualBlock1d(in_channels, out_channels, stride if block == 0 else 1))
+                in_channels = out_channels
+        self.stages = nn.Sequential(*stages)
+        self.conditioning = SuPreMELeadConditioning(config)
+        self.norm = nn.LayerNorm(width, eps=1e-6)
+
+    def forward(self, input_values, lead_mask, attention_mask):
+        tokens = self.stages(self.stem(input_values)).transpose(1, 2)
+        token_mask = F.max_pool1d(
+            attention_mask[:, None].float(), self.total_stride, self.total_stride, ceil_mode=True
+        )[:, 0].bool()[:, : tokens.shape[1]]
+        return self.norm(self.conditioning(tokens, lead_mask)), token_mask
+
+
+class SuPreMEFusionLayer(GradientCheckpointingLayer):
+    """One layer of the Cardiac Fusion Network: [query self-attention], cross-attention to ECG tokens, MLP."""
+
+    def __init__(self, config: SuPreMEConfig):
+        super().__init__()
+        size = config.fusion_hidden_size
+        self.self_attention = None
+        if config.fusion_query_self_attention:
+            self.self_norm = nn.LayerNorm(size)
+            self.self_attention = SuPreMEAttention(size, config.fusion_num_heads, config.fusion_dropout)
+        self.cross_norm = nn.LayerNorm(size)
+        self.cross_attention = SuPreMEAttention(size, config.fusion_num_heads, config.fusion_dropout)
+        self.mlp_norm = nn.LayerNorm(size)
+        self.mlp = SuPreMEMLP(size, config.fusion_intermediate_size, config.fusion_dropout)
+        self.dropout = nn.Dropout(config.fusion_dropout)
+
+    def forward(self, queries, ecg_memory, ecg_key_mask=None):
+        if self.self_attention is not None:
+            queries = queries + self.dropout(self.self_attention(self.self_norm(queries)))
+        queries = queries + self.dropout(self.cross_attention(self.cross_norm(queries), ecg_memory, ecg_key_mask))
+        return queries + self.mlp(self.mlp_norm(queries))
+
+
+def asymmetric_loss(logits, targets, gamma_pos: float, gamma_neg: float, clip: float):
+    """Element-wise asymmetric loss (Ridnik et al., ICCV 2021) for multi-label targets in {0, 1}."""
+    prob = torch.sigmoid(logits)
+    prob_neg = (1 - prob + clip).clamp(max=1) if clip > 0 else 1 - prob
+    loss_pos = targets * torch.log(prob.clamp(min=1e-8)) * (1 - prob) ** gamma_pos
+    loss_neg = (1 - targets) * torch.log(prob_neg.clamp(min=1e-8)) * (1 - prob_neg) ** gamma_neg
+    return -(loss_pos + loss_neg)
+
+
+class SuPreMEPreTrainedModel(PreTrainedModel):
+    config_class = SuPreMEConfig
+    base_model_prefix = "supreme"
+    main_input_name = "input_values"
+    input_modalities = ("audio", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SuPreMEViTLayer", "SuPreMEFusionLayer"]
+    _supports_sdpa = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv1d):
+            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, std=std)
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
+            if module.weight is not None:
+                init.ones_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+            if isinstance(module, nn.BatchNorm1d):
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, SuPreMELeadConditioning):
+            init.trunc_normal_(module.position_embeddings, std=std)
+
+
+class SuPreMEModel(SuPreMEPreTrainedModel):
+    """SuPreME: scores ECGs against cardiac queries written as text.
+
+    A new model (`SuPreMEModel(config)`) gets a randomly initialised ECG side and fusion network and
+    the pretrained weights of `config.text_encoder_name_or_path`; `from_pretrained` restores all
+    weights, the text encoder's included, from the checkpoint.
+    """
+
+    _query_cache_size = 32
+
+    def __init__(self, config: SuPreMEConfig):
+        super().__init__(config)
+        if config.ecg_encoder_type == "vit":
+            self.ecg_encoder = SuPreMEViTEncoder(config)
+        else:
+            self.ecg_encoder = SuPreMEResNetEncoder(config)
+        self.text_encoder = AutoModel.from_config(config.text_config)
+        text_size = config.text_config.hidden_size
+        fusion_size = config.fusion_hidden_size
+        self.ecg_projection = nn.Linear(config.ecg_hidden_size, fusion_size)
+        self.ecg_projection_norm = nn.LayerNorm(fusion_size)
+        self.query_projection = nn.Sequential(
+            nn.Linear(text_size, fusion_size), nn.GELU(), nn.Linear(fusion_size, fusion_size)
+        )
+        self.fusion_layers = nn.ModuleList([SuPreMEFusionLayer(config) for _ in range(config.fusion_num_layers)])
+        self.fusion_norm = nn.LayerNorm(fusion_size)
+        self.logit_head = nn.Linear(fusion_size, 1)
+        self._query_cache: OrderedDict = OrderedDict()
+        self.post_init()
+        if config.freeze_text_encoder:
+            self.text_encoder.requires_grad_(False)
+        # `from_pretrained` builds the model on the meta device and then loads every weight from the
+        # checkpoint; only a model built directly needs the text encoder's pretrained weights here.
+        if torch.empty(()).device.type != "meta":
+            self._load_pretrained_text_encoder()
+
+    def _load_pretrained_text_encoder(self):
+        source = self.config.resolved_text_encoder_path
+        pretrained = AutoModel.from_pretrained(source, dtype=torch.float32)
+        missing, unexpected = self.text_encoder.load_state_dict(pretrained.state_dict(), strict=False)
+        missing = [key for key in missing if "pooler" not in key]
+        if missing:
+            raise ValueError(f"text encoder at {source} does not match config.text_config; missing weights {missing[:5]}")
+        self.text_encoder.to(self.dtype)
+        self.clear_query_cache()
+
+    # -- modes and caches -------------------------------------------------------------------------
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.freeze_text_encoder:
+            self.text_encoder.eval()  # a frozen encoder must not apply dropout to the queries
+        return self
+
+    def clear_query_cache(self):
+        """Forget cached query embeddings (done automatically when weights, device or dtype change)."""
+        self._query_cache.clear()
+
+    def _apply(self, fn, *args, **kwargs):
+        self.clear_query_cache()
+        return super()._apply(fn, *args, **kwargs)
+
+    def load_state_dict(self, *args, **kwargs):
+        self.clear_query_cache()
+        return super().load_state_dict(*args, **kwargs)
+
+    # -- the two modalities -----------------------------------------------------------------------
+
+    def _encode_queries(self, input_ids, attention_mask):
+        # Always float32: query embeddings are computed once and reused, so their precision is free.
+        with torch.autocast(device_type=input_ids.device.type, enabled=False):
+            hidden = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            pooled = _masked_mean(hidden.float(), attention_mask)
+        if self.config.normalize_query_embeddings:
+            pooled = F.normalize(pooled, dim=-1)
+        return pooled
+
+    def get_query_embeddings(self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None):
+        """Mean-pooled text-encoder embeddings of query texts, shape `(num_queries, text_hidden_size)`.
+
+        With a frozen text encoder the result is cached per distinct token batch, so a label set is
+        embedded once and reused across batches, epochs and pipeline calls.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if not self.config.freeze_text_encoder:
+            return self._encode_queries(input_ids, attention_mask)
+        key = (
+            tuple(input_ids.shape),
+            input_ids.detach().cpu().numpy().tobytes(),
+            attention_mask.detach().cpu().numpy().tobytes(),
+            str(input_ids.device),
+        )
+        cached = self._query_cache.get(key)
+        if cached is not None:
+            self._query_cache.move_to_end(key)
+            return cached
+        with torch.no_grad():
+            embeds = self._encode_queries(input_ids, attention_mask)
+        self._query_cache[key] = embeds
+        while len(self._query_cache) > self._query_cache_size:
+            self._query_cache.popitem(last=False)
+        return embeds
+
+    def _prepare_ecg_inputs(self, input_values, lead_mask, attention_mask):
+        if input_values.dim() != 3 or input_values.shape[1] != len(self.config.lead_names):
+            raise ValueError(
+                f"input_values must have shape (batch, {len(self.config.lead_names)} leads, samples); "
+                f"got {tuple(input_values.shape)}. Use ECGProcessor to prepare raw ECGs."
+            )
+        batch, _, samples = input_values.shape
+        if lead_mask is None:
+            lead_mask = torch.ones(batch, input_values.shape[1], dtype=torch.bool, device=input_values.device)
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, samples, dtype=torch.bool, device=input_values.device)
+        return input_values.to(self.ecg_projection.weight.dtype), lead_mask.bool(), attention_mask.bool()
+
+    def encode_ecg(self, input_values, lead_mask=None, attention_mask=None):
+        """ECG tokens `(batch, tokens, ecg_hidden_size)` and their validity mask `(batch, tokens)`."""
+        input_values, lead_mask, attention_mask = self._prepare_ecg_inputs(input_values, lead_mask, attention_mask)
+        return self.ecg_encoder(input_values, lead_mask, attention_mask)
+
+    def get_ecg_features(self, input_values, lead_mask=None, attention_mask=None) -> torch.FloatTensor:
+        """Global ECG representation `(batch, ecg_hidden_size)`: masked mean of the ECG tokens."""
+        tokens, token_mask = self.encode_ecg(input_values, lead_mask, attention_mask)
+        return _masked_mean(tokens, token_mask)
+
+    # -- fusion -----------------------------------------------------------------------------------
+
+    def fuse(self, ecg_tokens, ecg_token_mask, query_embeds):
+        """Run the Cardiac Fusion Network: returns `(logits, fused_query_states)`.
+
+        `query_embeds` is `(num_queries, text_hidden)` shared by the batch, or `(batch, num_queries, text_hidden)`.
+        """
+        memory = self.ecg_projection_norm(self.ecg_projection(ecg_tokens))
+        queries = self.query_projection(query_embeds.to(memory.dtype))
+        if queries.dim() == 2:
+            queries = queries.unsqueeze(0).expand(memory.shape[0], -1, -1)
+        key_mask = None if bool(ecg_token_mask.all()) else ecg_token_mask
+        for layer in self.fusion_layers:
+            queries = layer(queries, memory, key_mask)
+        fused = self.fusion_norm(queries)
+        return self.logit_head(fused).squeeze(-1), fused
+
+    def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Multi-label loss over (ECG, query) pairs; entries equal to -100 are ignored."""
+        if labels.shape != logits.shape:
+            raise ValueError(f"labels must have shape {tuple(logits.shape)} (batch, num_queries), got {tuple(labels.shape)}")
+        labels = labels.to(logits.device)
+        valid = labels != IGNORE_INDEX
+        targets = torch.where(valid, labels, torch.zeros_like(labels)).float()
+        logits = logits.float()
+        if self.config.loss_type == "asymmetric":
+            per_pair = asymmetric_loss(
+                logits, targets, self.config.asl_gamma_pos, self.config.asl_gamma_neg, self.config.asl_clip
+            )
+        else:
+            per_pair = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        return (per_pair * valid).sum() / valid.sum().clamp_min(1)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_values: torch.FloatTensor,
+        lead_mask: torch.BoolTensor | None = None,
+        attention_mask: torch.BoolTensor | None = None,
+        query_input_ids: torch.LongTensor | None = None,
+        query_attention_mask: torch.LongTensor | None = None,
+        query_embeds: torch.FloatTensor | None = None,
+        labels: torch.FloatTensor | None = None,
+        **kwargs,
+    ) -> SuPreMEOutput:
+        r"""
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch_size, num_leads, num_samples)`):
+                ECGs prepared by [`ECGFeatureExtractor`]: leads in `config.lead_names` order, resampled to
+                `config.sampling_rate`.
+            lead_mask (`torch.BoolTensor` of shape `(batch_size, num_leads)`, *optional*):
+                True for leads that were recorded; missing leads are zeros in `input_values`.
+            attention_mask (`torch.BoolTensor` of shape `(batch_size, num_samples)`, *optional*):
+                True for real samples, False for padding.
+            query_input_ids (`torch.LongTensor` of shape `(num_queries, text_length)`, *optional*):
+                Tokenized query texts (one per condition), shared by the batch.
+            query_attention_mask (`torch.LongTensor` of shape `(num_queries, text_length)`, *optional*):
+                Attention mask of `query_input_ids`.
+            query_embeds (`torch.FloatTensor` of shape `(num_queries, text_hidden_size)`, *optional*):
+                Precomputed query embeddings (from `get_query_embeddings`), instead of `query_input_ids`.
+            labels (`torch.FloatTensor` of shape `(batch_size, num_queries)`, *optional*):
+                Multi-label targets in {0, 1}; -100 marks pairs to ignore (for example uncertain mentions).
+        """
+        if query_embeds is None:
+            if query_input_ids is None:
+                raise ValueError(
+                    "SuPreMEModel needs cardiac queries: pass query_input_ids (from ECGProcessor(text=...)) "
+                    "or query_embeds (from get_query_embeddings)"
+                )
+            query_embeds = self.get_query_embeddings(query_input_ids, query_attention_mask)
+        ecg_tokens, token_mask = self.encode_ecg(input_values, lead_mask, attention_mask)
+        logits, fused = self.fuse(ecg_tokens, token_mask, query_embeds)
+        loss = self.compute_loss(logits, labels) if labels is not None else None
+        return SuPreMEOutput(
+            loss=loss,
+            logits=logits,
+            ecg_embeds=_masked_mean(ecg_tokens, token_mask),
+            ecg_last_hidden_state=ecg_tokens,
+            ecg_token_mask=token_mask,
+            query_embeds=query_embeds,
+            fused_query_states=fused,
+        )
+
+
+__all__ = ["SuPreMEModel", "SuPreMEPreTrainedModel", "SuPreMEOutput"]

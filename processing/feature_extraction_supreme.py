@@ -1,0 +1,325 @@
+"""ECGFeatureExtractor: turns raw multi-lead ECGs into the fixed input contract of a SuPreME model.
+
+What it does to each record, in order (and records in its saved config):
+1. takes the signal in the stated layout (leads first or time first), in millivolts;
+2. matches leads to the model's leads by canonical name (case-insensitive, ``AVR`` is ``aVR``);
+3. repairs NaN gaps by linear interpolation; a lead that is all NaN counts as missing;
+4. crops to the model's duration (from the start or the centre) in the source rate, then resamples
+   with ``scipy.signal.resample_poly`` to the model's rate;
+5. normalises each lead (``baseline``: subtract the lead's median, keep millivolts; ``zscore``:
+   zero mean and unit variance per lead; ``none``) and clips to ``clip_value``;
+6. pads short records with zeros (``attention_mask`` marks real samples) and zero-fills missing leads
+   (``lead_mask`` marks recorded leads).
+
+This module is copied next to checkpoints as remote code: it imports only ``.ecg_leads``.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any, Sequence
+
+import numpy as np
+from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
+from transformers.utils import logging
+
+from .ecg_leads import STANDARD_12_LEADS, canonical_lead_names
+
+logger = logging.get_logger(__name__)
+
+NORMALIZATIONS = ("baseline", "zscore", "none")
+CROP_MODES = ("start", "center")
+LAYOUTS = ("leads_first", "time_first")
+
+
+class ECGFeatureExtractor(FeatureExtractionMixin):
+    r"""
+    Prepares ECG signals for [`SuPreMEModel`].
+
+    Args:
+        sampling_rate (`int`, *optional*, defaults to 500):
+            Rate in Hz the model expects; inputs at other rates are resampled.
+        num_samples (`int`, *optional*, defaults to 5000):
+            Samples per lead the model sees; longer records are cropped, shorter ones padded.
+        lead_names (`list[str]`, *optional*, defaults to the 12 standard leads):
+            The model's leads, in channel order.
+        normalization (`str`, *optional*, defaults to `"baseline"`):
+            Per-lead normalisation: `"baseline"` subtracts each lead's median and keeps millivolts,
+            so that absolute amplitude (low voltage, hypertrophy criteria) stays visible to the model;
+            `"zscore"` gives each lead zero mean and unit variance; `"none"` leaves the signal as is.
+        clip_value (`float`, *optional*, defaults to 10.0):
+            After normalisation, values are clipped to `[-clip_value, clip_value]` (None: no clipping).
+        crop (`str`, *optional*, defaults to `"start"`):
+            Which part of a longer record to keep: `"start"` or `"center"`.
+        min_duration (`float`, *optional*, defaults to 1.0):
+            Records shorter than this many seconds are rejected.
+        max_nan_fraction (`float`, *optional*, defaults to 0.5):
+            A lead with more than this fraction of NaN samples is treated as missing rather than interpolated.
+        padding_value (`float`, *optional*, defaults to 0.0):
+            Value of padded samples and of missing leads.
+    """
+
+    model_input_names = ["input_values", "lead_mask", "attention_mask"]
+
+    def __init__(
+        self,
+        sampling_rate: int = 500,
+        num_samples: int = 5000,
+        lead_names: Sequence[str] = STANDARD_12_LEADS,
+        normalization: str = "baseline",
+        clip_value: float | None = 10.0,
+        crop: str = "start",
+        min_duration: float = 1.0,
+        max_nan_fraction: float = 0.5,
+        padding_value: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+        if crop not in CROP_MODES:
+            raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
+        self.sampling_rate = int(sampling_rate)
+        self.num_samples = int(num_samples)
+        self.lead_names = canonical_lead_names(list(lead_names))
+        self.normalization = normalization
+        self.clip_value = clip_value
+        self.crop = crop
+        self.min_duration = float(min_duration)
+        self.max_nan_fraction = float(max_nan_fraction)
+        self.padding_value = float(padding_value)
+        self.resampler = "scipy.signal.resample_poly"
+        self._lead_index = {name: i for i, name in enumerate(self.lead_names)}
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        output.pop("_lead_index", None)
+        return output
+
+    @classmethod
+    def from_config(cls, config, **kwargs) -> "ECGFeatureExtractor":
+        """The feature extractor of a model config's input contract (any object with
+        `sampling_rate`, `num_samples` and `lead_names`)."""
+        return cls(
+            sampling_rate=config.sampling_rate, num_samples=config.num_samples, lead_names=config.lead_names, **kwargs
+        )
+
+    # -- input parsing ------------------------------------------------------------------------------
+
+    def _split_records(self, ecg, sampling_rate, lead_names, layout) -> list[dict]:
+        """Normalise every accepted input form into a list of {signal, sampling_rate, lead_names, name}."""
+        if isinstance(ecg, dict) or _is_record_object(ecg):
+            items = [ecg]
+        elif isinstance(ecg, (list, tuple)) and ecg and (
+            isinstance(ecg[0], dict) or _is_record_object(ecg[0]) or _is_array(ecg[0]) and np.ndim(ecg[0]) == 2
+        ):
+            items = list(ecg)
+        elif isinstance(ecg, (list, tuple)) and ecg and isinstance(ecg[0], (list, tuple)) and ecg[0] and isinstance(
+            ecg[0][0], (list, tuple)
+        ):
+            items = list(ecg)  # nested Python lists, one 2-D list per record
+        else:
+            array = _to_numpy(ecg)
+            if array.ndim == 3:
+                items = list(array)
+            elif array.ndim == 2:
+                items = [array]
+            else:
+                raise ValueError(
+                    f"an ECG must be a 2-D array (leads x samples with layout='leads_first'), got shape {array.shape}"
+                )
+        records = []
+        per_record_rates = isinstance(sampling_rate, (list, tuple))
+        per_record_names = isinstance(lead_names, (list, tuple)) and lead_names and isinstance(lead_names[0], (list, tuple))
+        if per_record_rates and len(sampling_rate) != len(items):
+            raise ValueError(f"got {len(sampling_rate)} sampling rates for {len(items)} records")
+        if per_record_names and len(lead_names) != len(items):
+            raise ValueError(f"got {len(lead_names)} lead-name lists for {len(items)} records")
+        for index, item in enumerate(items):
+            rate = sampling_rate[index] if per_record_rates else sampling_rate
+            names = lead_names[index] if per_record_names else lead_names
+            name = f"record {index}"
+            if isinstance(item, dict) or _is_record_object(item):
+                get = item.get if isinstance(item, dict) else (lambda key, default=None: getattr(item, key, default))
+                if get("record_id") is not None:
+                    name = f"record {get('record_id')!r}"
+                signal = get("signal")
+                if signal is None:
+                    raise ValueError(f"{name}: no 'signal' field")
+                rate = get("sampling_rate", None) or rate
+                names = get("lead_names", None) or names
+            else:
+                signal = item
+            records.append({"signal": signal, "sampling_rate": rate, "lead_names": names, "name": name, "layout": layout})
+        return records
+
+    # -- one record ---------------------------------------------------------------------------------
+
+    def _process_one(self, record: dict):
+        name = record["name"]
+        rate = record["sampling_rate"]
+        if rate is None:
+            raise ValueError(f"{name}: no sampling rate given; pass sampling_rate=<Hz> (the model expects {self.sampling_rate} Hz)")
+        if isinstance(rate, (float, np.floating)) and not float(rate).is_integer():
+            fraction = Fraction(float(rate)).limit_denominator(1000)
+        else:
+            fraction = Fraction(int(rate))
+        if fraction <= 0:
+            raise ValueError(f"{name}: sampling rate must be positive, got {rate}")
+        signal = _to_numpy(record["signal"])
+        if signal.ndim != 2:
+            raise ValueError(f"{name}: signal must be 2-D, got shape {signal.shape}")
+        if record["layout"] == "time_first":
+            signal = signal.T
+        elif record["layout"] != "leads_first":
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {record['layout']!r}")
+        names = record["lead_names"]
+        if names is None:
+            raise ValueError(
+                f"{name}: lead_names is required: leads are matched to the model by name, never by position "
+                f"(for example lead_names={list(self.lead_names)})"
+            )
+        try:
+            names = canonical_lead_names(list(names))
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
+        if signal.shape[0] != len(names):
+            hint = " (is the layout time_first?)" if signal.shape[1] == len(names) else ""
+            raise ValueError(
+                f"{name}: signal has {signal.shape[0]} leads along axis 0 but {len(names)} lead names were given{hint}; "
+                f"shape {signal.shape}, layout {record['layout']!r}"
+            )
+        if signal.shape[1] == 0:
+            raise ValueError(f"{name}: signal is empty (0 samples)")
+        duration = signal.shape[1] / float(fraction)
+        if duration < self.min_duration:
+            raise ValueError(
+                f"{name}: record is {duration:.3f} s long ({signal.shape[1]} samples at {float(fraction):g} Hz); "
+                f"at least {self.min_duration:g} s is required"
+            )
+        signal = signal.astype(np.float32, copy=True)
+        present = self._repair_nans(signal, names, name)
+
+        keep = [i for i, lead in enumerate(names) if lead in self._lead_index and present[i]]
+        if not keep:
+            raise ValueError(
+                f"{name}: none of the model's leads {list(self.lead_names)} is present with usable samples "
+                f"(got {names})"
+            )
+        signal = signal[keep]
+        signal = self._crop_and_resample(signal, fraction)
+        valid = signal.shape[1]
+        signal = self._normalize(signal)
+
+        output = np.full((len(self.lead_names), self.num_samples), self.padding_value, dtype=np.float32)
+        rows = [self._lead_index[names[i]] for i in keep]
+        output[rows, :valid] = signal
+        lead_mask = np.zeros(len(self.lead_names), dtype=bool)
+        lead_mask[rows] = True
+        attention_mask = np.zeros(self.num_samples, dtype=bool)
+        attention_mask[:valid] = True
+        return output, lead_mask, attention_mask
+
+    def _repair_nans(self, signal: np.ndarray, names: list, name: str) -> np.ndarray:
+        """Interpolate NaN gaps in place; returns which leads are usable."""
+        present = np.ones(signal.shape[0], dtype=bool)
+        finite = np.isfinite(signal)
+        if finite.all():
+            return present
+        if not finite.any():
+            raise ValueError(f"{name}: signal is entirely NaN/inf")
+        positions = np.arange(signal.shape[1])
+        for lead in np.flatnonzero(~finite.all(axis=1)):
+            good = finite[lead]
+            if good.mean() < 1.0 - self.max_nan_fraction:
+                present[lead] = False
+                signal[lead] = 0.0
+                continue
+            signal[lead, ~good] = np.interp(positions[~good], positions[good], signal[lead, good])
+        if not present.any():
+            raise ValueError(f"{name}: every lead has more than {self.max_nan_fraction:.0%} NaN samples")
+        return present
+
+    def _crop_and_resample(self, signal: np.ndarray, rate: Fraction) -> np.ndarray:
+        target = Fraction(self.sampling_rate)
+        # Crop in the source rate first so that long records are not resampled in full.
+        source_len = int(np.ceil(self.num_samples * rate / target))
+        if signal.shape[1] > source_len:
+            start = 0 if self.crop == "start" else (signal.shape[1] - source_len) // 2
+            signal = signal[:, start : start + source_len]
+        if rate != target:
+            from scipy.signal import resample_poly
+
+            ratio = target / rate
+            signal = resample_poly(signal, ratio.numerator, ratio.denominator, axis=1).astype(np.float32)
+        return signal[:, : self.num_samples]
+
+    def _normalize(self, signal: np.ndarray) -> np.ndarray:
+        if self.normalization == "baseline":
+            signal -= np.median(signal, axis=1, keepdims=True)
+        elif self.normalization == "zscore":
+            signal -= signal.mean(axis=1, keepdims=True)
+            # A flat lead keeps zeros instead of amplified noise.
+            signal /= np.maximum(signal.std(axis=1, keepdims=True), 1e-3)
+        if self.clip_value is not None:
+            np.clip(signal, -self.clip_value, self.clip_value, out=signal)
+        return signal
+
+    # -- public -------------------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        ecg,
+        sampling_rate: int | float | Sequence[int] | None = None,
+        lead_names: Sequence[str] | Sequence[Sequence[str]] | None = None,
+        layout: str = "leads_first",
+        return_tensors: str | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """Prepare one ECG or a batch.
+
+        Args:
+            ecg: one record or a list of records. A record is a 2-D array (NumPy, torch or nested
+                lists) in millivolts, a dict with `signal`, `sampling_rate`, `lead_names` (and optionally
+                `record_id`), as produced by this project's datasets, or an `ECGRecord` from the WFDB
+                reader. A 3-D array is a batch of records sharing rate and leads.
+            sampling_rate: rate in Hz (one for all records or one per record); required unless each
+                record carries its own.
+            lead_names: names of the input leads in the order of the signal's lead axis (one list
+                for all records or one list per record); required unless each record carries its own.
+            layout: `"leads_first"` (leads x samples) or `"time_first"` (samples x leads, as WFDB's `p_signal`).
+            return_tensors: `"pt"` or `"np"` (default: NumPy arrays).
+
+        Returns:
+            `BatchFeature` with `input_values` `(batch, leads, num_samples)` float32, `lead_mask`
+            `(batch, leads)` bool and `attention_mask` `(batch, num_samples)` bool.
+        """
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        records = self._split_records(ecg, sampling_rate, lead_names, layout)
+        if not records:
+            raise ValueError("no ECG given")
+        outputs = [self._process_one(record) for record in records]
+        data = {
+            "input_values": np.stack([o[0] for o in outputs]),
+            "lead_mask": np.stack([o[1] for o in outputs]),
+            "attention_mask": np.stack([o[2] for o in outputs]),
+        }
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+
+def _is_array(value) -> bool:
+    return isinstance(value, np.ndarray) or type(value).__module__.startswith("torch")
+
+
+def _is_record_object(value) -> bool:
+    return all(hasattr(value, attr) for attr in ("signal", "sampling_rate", "lead_names"))
+
+
+def _to_numpy(value) -> np.ndarray:
+    if type(value).__module__.startswith("torch"):
+        value = value.detach().cpu().float().numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
+__all__ = ["ECGFeatureExtractor"]
