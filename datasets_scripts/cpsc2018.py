@@ -7,9 +7,14 @@ Expected layout of ``data_dir`` (the original download, unpacked)::
 
 Each ``.mat`` file (MATLAB v5) holds a struct ``ECG`` with fields ``sex``, ``age`` and ``data``:
 a 12 x N double matrix, leads in the order I, II, III, aVR, aVL, aVF, V1..V6, 500 Hz, 6-60 s.
-``data`` is in millivolts: the 2020 PhysioNet Challenge's WFDB copies of these recordings store
-them at 1000 counts/mV, i.e. the original values at 1 microvolt resolution; the reader stores them
-the same way (int16 at 1000 counts/mV) and warns if the amplitude looks like microvolts.
+``data`` is in millivolts. Evidence: the 2020 PhysioNet Challenge redistributed these recordings
+in WFDB form with the header line ``A0001.mat 16+24 1000/mV 16 0 28 -1716 0 I`` (int16 at 1000
+counts/mV, i.e. the original values at 1 microvolt resolution), and torch_ecg's CPSC2018 reader
+treats ``ECG.data`` as mV (it only guesses microvolts when the peak exceeds 20). No original
+``.mat`` file was available here to check directly, so the builder stores the values as int16 at
+1000 counts/mV and its amplitude check warns, naming the record, if a record looks like microvolts.
+The Challenge's WFDB copy of CPSC2018 (``A*.hea``/``.mat`` with ``#Dx``) loads with the
+``physionet2021`` builder instead.
 
 Labels 1..9 of ``REFERENCE.csv`` (up to three per record) map to concepts through their SCP-ECG
 codes: 1 Normal -> NORM, 2 AF -> AFIB, 3 I-AVB -> 1AVB, 4 LBBB -> CLBBB, 5 RBBB -> CRBBB,
