@@ -1,0 +1,213 @@
+"""Report entity extraction: one interface over three backends.
+
+>>> from processing import extract_entities
+>>> extract_entities("Sinusrhythmus. Kein Vorhofflimmern. V.a. LSB.").entities
+[{'span': 'Sinusrhythmus', 'concept': 'sinus rhythm', 'status': 'present'},
+ {'span': 'Vorhofflimmern', 'concept': 'atrial fibrillation', 'status': 'absent'},
+ {'span': 'LSB', 'concept': 'left bundle branch block', 'status': 'uncertain'}]
+
+Backends:
+
+* ``"lexicon"`` (default): deterministic, no model (:mod:`processing.extraction_lexicon`).
+* ``"transformers"``: a local causal LM (:class:`processing.extraction_llm.TransformersBackend`).
+* ``"openai"``: an OpenAI-compatible server (:class:`processing.extraction_llm.OpenAIBackend`).
+
+For corpus-scale runs that write the resumable entities file, see
+:func:`processing.entities_file.run_extraction` and ``examples/extract_entities.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+from .concepts import ConceptVocabulary, load_concept_vocabulary
+from .extraction_lexicon import ABSENT, PRESENT, STATUSES, UNCERTAIN, LexiconExtractor
+
+BACKENDS = ("lexicon", "transformers", "openai")
+ReportInput = Union[str, bytes, bytearray, None]
+
+
+@dataclass
+class ExtractionResult:
+    """Entities of one report.
+
+    Attributes:
+        entities: ``[{"span", "concept", "status"}]``; ``concept`` is a vocabulary name and ``status``
+            one of present/absent/uncertain.
+        unmapped: entities whose concept the backend named but the vocabulary lacks (LLM backends),
+            same keys, ``concept`` as the model wrote it.
+        error: None, or why this report has no entities (invalid LLM answer, failed request...).
+        backend: backend name; model: model (or lexicon/vocabulary version) that produced it.
+    """
+
+    entities: List[dict] = field(default_factory=list)
+    unmapped: List[dict] = field(default_factory=list)
+    error: Optional[str] = None
+    backend: str = "lexicon"
+    model: str = ""
+
+    def concepts(self, statuses: Sequence[str] = (PRESENT, UNCERTAIN)) -> List[str]:
+        """Distinct concept names with one of ``statuses``, in order of first mention."""
+        seen: List[str] = []
+        for entity in self.entities:
+            if entity["status"] in statuses and entity["concept"] not in seen:
+                seen.append(entity["concept"])
+        return seen
+
+    def to_record(self, record_id: str, report_sha256: str) -> dict:
+        """The entities-file line of this result (see DESIGN.md)."""
+        return {
+            "record_id": str(record_id),
+            "report_sha256": report_sha256,
+            "backend": self.backend,
+            "model": self.model,
+            "entities": self.entities,
+            "unmapped": self.unmapped,
+            "error": self.error,
+        }
+
+
+def decode_report(report: ReportInput) -> Tuple[str, bytes]:
+    """``(text, raw_bytes)`` of a report given as str, bytes or None.
+
+    Bytes are decoded as UTF-8, else as Windows-1252, else as Latin-1 (which never fails), so reports
+    written in a legacy encoding still read correctly. ``raw_bytes`` is what the report's sha256 is
+    computed over: the bytes as given, or the UTF-8 encoding of a str (lone surrogates from
+    ``surrogateescape`` decoding are turned back into the original bytes). The returned text never
+    contains lone surrogates.
+    """
+    if report is None:
+        return "", b""
+    if isinstance(report, (bytes, bytearray)):
+        raw = bytes(report)
+        for encoding in ("utf-8", "cp1252", "latin-1"):
+            try:
+                return raw.decode(encoding), raw
+            except UnicodeDecodeError:
+                continue
+    if not isinstance(report, str):
+        raise TypeError(f"a report must be str, bytes or None, got {type(report).__name__}")
+    try:
+        return report, report.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            raw = report.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw = report.encode("utf-8", "surrogatepass")
+        text = raw.decode("utf-8", "replace")
+        return text, raw
+
+
+def report_sha256(report: ReportInput) -> str:
+    """Hex sha256 of a report (see :func:`decode_report` for which bytes)."""
+    return hashlib.sha256(decode_report(report)[1]).hexdigest()
+
+
+class LexiconBackend:
+    """Batch interface of the lexicon extractor (the same interface as the LLM backends)."""
+
+    name = "lexicon"
+
+    def __init__(self, vocabulary: Optional[ConceptVocabulary] = None):
+        self.extractor = LexiconExtractor(vocabulary)
+        self.vocabulary = self.extractor.vocabulary
+        self.model_name = self.extractor.model_name
+
+    def extract_one(self, text: str) -> ExtractionResult:
+        """Entities of one decoded report; an internal failure is recorded, not raised."""
+        try:
+            entities = self.extractor.extract(text)
+        except Exception as error:  # a bug on one odd report must not end a corpus run
+            return ExtractionResult([], [], f"lexicon failed: {type(error).__name__}: {error}", self.name, self.model_name)
+        return ExtractionResult(entities, [], None, self.name, self.model_name)
+
+    def extract_batch(self, reports: Sequence[str]) -> List[ExtractionResult]:
+        """Extraction results for ``reports``, in order."""
+        return [self.extract_one(text) for text in reports]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def create_backend(backend: str = "lexicon", **kwargs):
+    """Build an extraction backend by name.
+
+    ``"lexicon"`` takes ``vocabulary``; ``"transformers"`` takes ``model`` (path or loaded model),
+    ``tokenizer``, ``batch_size``, ``max_new_tokens``, ``device``, ``dtype``...; ``"openai"`` takes
+    ``model``, ``base_url``, ``api_key``, ``concurrency``, ``timeout``, ``max_retries``... (see
+    :mod:`processing.extraction_llm`). The LLM backends also take ``similarity_threshold``,
+    ``use_encoder``, ``include_vocabulary``, ``mapper`` and ``vocabulary``.
+    """
+    key = str(backend).strip().lower()
+    if key == "lexicon":
+        unknown = set(kwargs) - {"vocabulary"}
+        if unknown:
+            raise TypeError(f"the lexicon backend takes no argument(s) {sorted(unknown)}")
+        return LexiconBackend(kwargs.get("vocabulary"))
+    if key == "transformers":
+        from .extraction_llm import TransformersBackend
+
+        if "model" not in kwargs:
+            raise TypeError("the transformers backend needs model= (a local model folder or a loaded causal LM)")
+        return TransformersBackend(kwargs.pop("model"), kwargs.pop("tokenizer", None), **kwargs)
+    if key == "openai":
+        from .extraction_llm import OpenAIBackend
+
+        if not kwargs.get("model"):
+            raise TypeError("the openai backend needs model= (the model name the server serves)")
+        return OpenAIBackend(kwargs.pop("model"), **kwargs)
+    raise ValueError(f"unknown extraction backend {backend!r}; choose one of {BACKENDS}")
+
+
+def extract_entities(reports: Union[ReportInput, Iterable[ReportInput]], backend="lexicon", *, progress: bool = False,
+                     **backend_kwargs) -> Union[ExtractionResult, List[ExtractionResult]]:
+    """Extract ``{span, concept, status}`` entities from one report or many.
+
+    Args:
+        reports: one report (str or bytes) or an iterable of them. Identical reports are extracted once.
+        backend: ``"lexicon"`` (default), ``"transformers"``, ``"openai"``, or a backend object with
+            ``extract_batch(list_of_str)`` (as made by :func:`create_backend`).
+        progress: show a tqdm progress bar.
+        **backend_kwargs: passed to :func:`create_backend` (e.g. ``model=``, ``base_url=``).
+
+    Returns:
+        An :class:`ExtractionResult` for a single report, else a list of them in input order.
+    """
+    single = reports is None or isinstance(reports, (str, bytes, bytearray))
+    items = [reports] if single else list(reports)
+    owned = isinstance(backend, str)
+    engine = create_backend(backend, **backend_kwargs) if owned else backend
+    try:
+        texts = [decode_report(r)[0] for r in items]
+        unique = list(dict.fromkeys(texts))
+        chunk = 256 if getattr(engine, "name", "") == "lexicon" else 32
+        results = {}
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(unique), unit="report", desc=f"extract ({getattr(engine, 'name', 'backend')})")
+        for start in range(0, len(unique), chunk):
+            part = unique[start:start + chunk]
+            for text, result in zip(part, engine.extract_batch(part)):
+                results[text] = result
+            if bar is not None:
+                bar.update(len(part))
+        if bar is not None:
+            bar.close()
+    finally:
+        if owned:
+            engine.close()
+    out = [_copy(results[t]) for t in texts]
+    return out[0] if single else out
+
+
+def _copy(result: ExtractionResult) -> ExtractionResult:
+    return ExtractionResult([dict(e) for e in result.entities], [dict(e) for e in result.unmapped], result.error,
+                            result.backend, result.model)
+
+
+__all__ = ["ExtractionResult", "LexiconBackend", "create_backend", "extract_entities", "decode_report", "report_sha256",
+           "BACKENDS", "STATUSES", "PRESENT", "ABSENT", "UNCERTAIN", "load_concept_vocabulary"]
