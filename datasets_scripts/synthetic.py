@@ -9,7 +9,6 @@ validation, ``== 9`` test) so that a record keeps its split when ``num_records``
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import List
 

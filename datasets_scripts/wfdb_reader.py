@@ -393,6 +393,7 @@ def read_digital(
             issues.append(f"checksum mismatch in lead(s) {', '.join(bad)}: the signal file differs from what its header describes")
 
     n_total = digital.size
+    work_dtype = np.int32 if digital.dtype.itemsize <= 2 else np.int64  # room for the baseline shift
     missing = digital == invalid if invalid is not None else None
     n_nan = int(missing.sum()) if missing is not None else 0
     if n_nan == 0:
@@ -410,7 +411,7 @@ def read_digital(
                 f"{where}: {n_nan} of {n_total} samples ({100 * fraction:.1f}%) are missing (NaN), more than "
                 f"max_nan_fraction={max_nan_fraction}"
             )
-        digital = digital.astype(np.int32) - baseline[:, None].astype(np.int32)
+        digital = digital.astype(work_dtype) - baseline[:, None].astype(work_dtype)
         action = {"interpolate": "interpolated", "zero": "set to 0 mV", "keep": "kept as NaN"}[nan_policy]
         issues.append(f"{n_nan} missing (NaN) samples in lead(s) {', '.join(bad_leads)}, {action}")
         if nan_policy in ("interpolate", "zero"):
@@ -419,7 +420,7 @@ def read_digital(
         else:
             digital[missing] = 0
     elif baseline.any():
-        digital = digital.astype(np.int32) - baseline[:, None].astype(np.int32)
+        digital = digital.astype(work_dtype) - baseline[:, None].astype(work_dtype)
 
     if check_amplitude:
         issues.extend(_amplitude_issues(digital, gain, leads, missing))

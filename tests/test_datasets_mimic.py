@@ -1,7 +1,5 @@
 """MIMIC-IV-ECG builder on a generated tree: lead-order fix, NaN samples, reports, streaming, footprint."""
 
-import os
-
 import numpy as np
 import pytest
 
