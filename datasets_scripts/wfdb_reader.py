@@ -42,6 +42,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -171,33 +172,57 @@ def parse_header_text(text: str, where: str = "") -> WFDBHeader:
         parts = line.split(None, 8)
         if len(parts) < 2:
             raise RecordError(f"{where}: unreadable signal line {line!r}")
-        fm = _SIGNAL_FILE.match(parts[1])
-        if not fm:
+        fmt = _parse_format(parts[1])
+        if fmt is None:
             raise RecordError(f"{where}: unreadable signal format {parts[1]!r} in line {line!r}")
         header.file_names.append(parts[0])
-        header.fmts.append(fm.group("fmt"))
-        header.samps_per_frame.append(int(fm.group("spf") or 1))
-        header.skews.append(int(fm.group("skew") or 0))
-        header.byte_offsets.append(int(fm.group("off") or 0))
+        header.fmts.append(fmt[0])
+        header.samps_per_frame.append(fmt[1])
+        header.skews.append(fmt[2])
+        header.byte_offsets.append(fmt[3])
         gain, baseline, units = _DEFAULT_GAIN, None, "mV"
         if len(parts) > 2:
-            gm = _GAIN.match(parts[2])
-            if not gm:
+            parsed = _parse_gain(parts[2])
+            if parsed is None:
                 raise RecordError(f"{where}: unreadable ADC gain field {parts[2]!r} in line {line!r}")
-            gain = float(gm.group("gain")) or _DEFAULT_GAIN
-            baseline = int(gm.group("baseline")) if gm.group("baseline") is not None else None
-            units = gm.group("units") or "mV"
-        adc_zero = int(parts[4]) if len(parts) > 4 and _is_int(parts[4]) else 0
-        header.baselines.append(baseline if baseline is not None else adc_zero)
+            gain, baseline, units = parsed
+        adc_zero = _to_int(parts[4]) if len(parts) > 4 else None
+        header.baselines.append(baseline if baseline is not None else (adc_zero or 0))
         header.gains.append(gain)
         header.units.append(units)
-        header.checksums.append(int(parts[6]) if len(parts) > 6 and _is_int(parts[6]) else None)
+        header.checksums.append(_to_int(parts[6]) if len(parts) > 6 else None)
         header.sig_names.append(parts[8].strip() if len(parts) > 8 else "")
     return header
 
 
-def _is_int(text: str) -> bool:
-    return bool(re.fullmatch(r"-?\d+", text))
+@lru_cache(maxsize=256)
+def _parse_format(text: str):
+    """``(format, samples per frame, skew, byte offset)`` of a format field such as ``16x1+24``."""
+    m = _SIGNAL_FILE.match(text)
+    if not m:
+        return None
+    return m.group("fmt"), int(m.group("spf") or 1), int(m.group("skew") or 0), int(m.group("off") or 0)
+
+
+@lru_cache(maxsize=256)
+def _parse_gain(text: str):
+    """``(gain, baseline or None, units)`` of a gain field such as ``1000.0(0)/mV``."""
+    m = _GAIN.match(text)
+    if not m:
+        return None
+    try:
+        gain = float(m.group("gain")) or _DEFAULT_GAIN
+    except ValueError:
+        return None
+    baseline = int(m.group("baseline")) if m.group("baseline") is not None else None
+    return gain, baseline, m.group("units") or "mV"
+
+
+def _to_int(text: str) -> Optional[int]:
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 def read_header(path: str | os.PathLike) -> WFDBHeader:
@@ -395,7 +420,7 @@ def read_digital(
     n_total = digital.size
     work_dtype = np.int32 if digital.dtype.itemsize <= 2 else np.int64  # room for the baseline shift
     missing = digital == invalid if invalid is not None else None
-    n_nan = int(missing.sum()) if missing is not None else 0
+    n_nan = int(np.count_nonzero(missing)) if missing is not None else 0
     if n_nan == 0:
         missing = None
     if n_total == 0:
