@@ -8,7 +8,7 @@ page cache is warm after the first pass) and prints the medians of ``--repeats``
 
 - reader: records/s of the numpy fast path and of ``wfdb.rdsamp`` (one process), and their
   largest difference in mV over every record of the sample;
-- build: records/s of ``download_and_prepare`` into a fresh cache (``--num-proc`` processes);
+- build: records/s of ``download_and_prepare`` into a fresh cache (1 and ``--num-proc`` processes);
 - read: records/s of batches of ``--batch-size`` decoded to float32 mV torch tensors;
 - footprint: Arrow cache bytes / source bytes (``.dat`` + ``.hea`` of the records + metadata).
 """
@@ -86,20 +86,21 @@ def main(argv=None) -> int:
             p.read_bytes()
 
         # -- build ----------------------------------------------------------------------------------
-        build = []
-        for r in range(args.repeats):
-            cache = work / f"cache{r}"
-            builder = Ptbxl(config_name="reports", data_dir=str(data), cache_dir=str(cache))
-            t = time.perf_counter()
-            builder.download_and_prepare(num_proc=args.num_proc if args.num_proc > 1 else None)
-            build.append(time.perf_counter() - t)
-            if r:
-                shutil.rmtree(cache)
-        print(f"build   {_median_rate(build, n_records):8.0f} records/s   ({n_records} PTB-XL 500 Hz records, "
-              f"num_proc={args.num_proc}, fresh cache each run)")
+        for num_proc in sorted({1, args.num_proc}):
+            build = []
+            for r in range(args.repeats):
+                cache = work / f"cache{r}-{num_proc}"
+                builder = Ptbxl(config_name="reports", data_dir=str(data), cache_dir=str(cache))
+                t = time.perf_counter()
+                builder.download_and_prepare(num_proc=num_proc if num_proc > 1 else None)
+                build.append(time.perf_counter() - t)
+                if r or num_proc != args.num_proc:
+                    shutil.rmtree(cache)
+            print(f"build   {_median_rate(build, n_records):8.0f} records/s   ({n_records} PTB-XL 500 Hz records, "
+                  f"num_proc={num_proc}, fresh cache each run)")
 
         # -- read -----------------------------------------------------------------------------------
-        ds = load_ecg_dataset("ptbxl", "reports", data_dir=str(data), cache_dir=str(work / "cache0"), output="torch")
+        ds = load_ecg_dataset("ptbxl", "reports", data_dir=str(data), cache_dir=str(work / f"cache0-{args.num_proc}"), output="torch")
         split = ds["train"]
         n = len(split)
         reads = []
@@ -122,7 +123,7 @@ def main(argv=None) -> int:
               f"{n} records)   DataLoader {_median_rate(loads, n):6.0f} records/s")
 
         # -- footprint ------------------------------------------------------------------------------
-        arrow = sum(p.stat().st_size for p in (work / "cache0").rglob("*.arrow"))
+        arrow = sum(p.stat().st_size for p in (work / f"cache0-{args.num_proc}").rglob("*.arrow"))
         src = sum(os.stat(p).st_size for p in (data / "records500").rglob("*") if p.suffix in (".dat", ".hea"))
         src += sum((data / f).stat().st_size for f in ("ptbxl_database.csv", "scp_statements.csv"))
         print(f"disk    footprint ratio {arrow / src:.3f}  (Arrow {arrow / 2**20:.1f} MiB / source {src / 2**20:.1f} MiB; "
