@@ -105,16 +105,33 @@ _FENCE_RE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 
 
 def _find_json(text: str) -> Any:
+    """The answer's JSON value: an object with "entities" or a list, else the first other object found."""
     candidates = [m.group(1) for m in _FENCE_RE.finditer(text)] + [text]
     decoder = json.JSONDecoder()
+    first_error = None
+    fallback = None
     for candidate in candidates:
-        for start, char in enumerate(candidate):
-            if char in "{[":
-                try:
-                    value, _ = decoder.raw_decode(candidate, start)
-                    return value
-                except json.JSONDecodeError:
-                    continue
+        start = 0
+        while start < len(candidate):
+            if candidate[start] not in "{[":
+                start += 1
+                continue
+            try:
+                value, end = decoder.raw_decode(candidate, start)
+            except json.JSONDecodeError as error:
+                first_error = first_error or error
+                start += 1
+                continue
+            if isinstance(value, list) or (isinstance(value, dict) and "entities" in value):
+                return value
+            if fallback is None:
+                fallback = value
+            start = end  # never read a value nested inside one already decoded
+    if first_error is not None:
+        # e.g. an answer cut off by the token limit: a fragment inside it must not pass for the answer
+        raise AnswerError(f"the answer holds no complete JSON value ({first_error.msg} at character {first_error.pos})")
+    if fallback is not None:
+        return fallback
     raise AnswerError("the answer contains no JSON object")
 
 
