@@ -28,8 +28,11 @@ Validation (each fault is a :class:`RecordError` naming the record, or a warning
   More than ``max_nan_fraction`` missing samples in the record is an error. Any missing sample is
   also reported as a warning;
 - implausible amplitude (the 2020 Challenge release had ADC gains off by 5x to 1000x): a warning
-  when the median over leads of the peak-to-peak amplitude is below 0.05 mV or above 20 mV, or any
-  sample exceeds 50 mV in magnitude;
+  when the median over leads of the peak-to-peak amplitude is below 0.3 mV or above 5 mV, or any
+  sample exceeds 50 mV in magnitude. This always catches gain errors of 20x or more; a 5x error
+  is caught when the record's true median amplitude is 1.0-1.5 mV (typical), but not always (a 5x
+  too large gain on a low-voltage record, or a 5x too small one on a high-voltage record, stays
+  inside the plausible range);
 - a flat lead (constant signal) and a header checksum that disagrees with the data: warnings.
 
 Warnings are issued with :class:`ECGDataWarning` (a ``UserWarning``) and also listed in
@@ -53,8 +56,11 @@ from processing.ecg_leads import canonical_lead_names
 NAN_POLICIES = ("interpolate", "zero", "keep", "raise")
 DEFAULT_MAX_NAN_FRACTION = 0.5
 # Plausibility limits (millivolts) for the amplitude check.
-MIN_MEDIAN_PEAK_TO_PEAK = 0.05
-MAX_MEDIAN_PEAK_TO_PEAK = 20.0
+# On the 653 real test records the median lead peak-to-peak lies between 0.57 and 3.81 mV (1st-99th
+# percentile 0.73-3.10). The limits leave a margin of about 1.3x-1.9x around them and flag a 5x gain
+# error of a record whose true median is 1.0-1.5 mV in either direction (the real median is 1.32 mV).
+MIN_MEDIAN_PEAK_TO_PEAK = 0.3
+MAX_MEDIAN_PEAK_TO_PEAK = 5.0
 MAX_ABS_AMPLITUDE = 50.0
 _FORMAT16_INVALID = -32768
 _DEFAULT_GAIN = 200.0  # WFDB's default ADC gain when the header gives 0 or none

@@ -218,6 +218,13 @@ def test_implausible_amplitude_warns_with_record_name(tmp_path, signal):
     hea.write_text(hea.read_text().replace("1000.0(0)/mV", "20.0(0)/mV"))
     with pytest.warns(ECGDataWarning, match="huge.*implausible amplitude"):
         read_wfdb_record(big)
+    # 5x gain errors (2020 release) on a record of typical amplitude (median lead peak-to-peak 1.3 mV)
+    typical = signal * 1.4
+    assert 1.2 < np.median(np.ptp(typical, axis=1)) < 1.5
+    for name, factor in (("five_up", 5.0), ("five_down", 0.2)):
+        base = write_wfdb_dat(tmp_path, name, typical * factor, gain=1000.0)
+        with pytest.warns(ECGDataWarning, match=f"{name}.*implausible amplitude"):
+            read_wfdb_record(base)
 
 
 def test_plausible_record_gives_no_warning(tmp_path, signal):
