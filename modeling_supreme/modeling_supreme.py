@@ -427,14 +427,22 @@ class SuPreMEModel(SuPreMEPreTrainedModel):
         `query_embeds` is `(num_queries, text_hidden)` shared by the batch, or `(batch, num_queries, text_hidden)`.
         """
         memory = self.ecg_projection_norm(self.ecg_projection(ecg_tokens))
-        queries = self.query_projection(query_embeds.to(memory.dtype))
+        # Queries are few: project them in the weights' precision even under autocast, and keep their
+        # residual stream there, so that bf16 rounding does not accumulate along the fusion layers.
+        weight_dtype = self.logit_head.weight.dtype
+        with torch.autocast(device_type=memory.device.type, enabled=False):
+            queries = self.query_projection(query_embeds.to(weight_dtype))
         if queries.dim() == 2:
             queries = queries.unsqueeze(0).expand(memory.shape[0], -1, -1)
         key_mask = None if bool(ecg_token_mask.all()) else ecg_token_mask
         for layer in self.fusion_layers:
             queries = layer(queries, memory, key_mask)
         fused = self.fusion_norm(queries)
-        return self.logit_head(fused).squeeze(-1), fused
+        # The logit head runs in the weights' precision even under autocast: a bf16 logit carries only
+        # 8 bits of mantissa, which alone would move a sigmoid score by up to about 0.01.
+        with torch.autocast(device_type=fused.device.type, enabled=False):
+            logits = self.logit_head(fused.to(self.logit_head.weight.dtype))
+        return logits.squeeze(-1), fused
 
     def compute_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Multi-label loss over (ECG, query) pairs; entries equal to -100 are ignored."""

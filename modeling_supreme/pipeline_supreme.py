@@ -49,10 +49,12 @@ class ZeroShotECGClassificationPipeline(Pipeline):
     `layout` for bare arrays.
     """
 
-    _load_processor = False
+    # The processor is the single entry for both modalities; the tokenizer and feature extractor are
+    # taken from it (and also accepted separately).
+    _load_processor = True
     _load_image_processor = False
-    _load_feature_extractor = True
-    _load_tokenizer = True
+    _load_feature_extractor = False
+    _load_tokenizer = False
 
     def __init__(self, *args, processor=None, **kwargs):
         if processor is not None:

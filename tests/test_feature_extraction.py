@@ -1,0 +1,153 @@
+"""ECGFeatureExtractor and ECGProcessor: lead matching, resampling, cropping, normalisation, NaNs, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from datasets_scripts.wfdb_reader import read_wfdb_record
+from modeling_supreme import ECGFeatureExtractor, ECGProcessor, SuPreMEConfig
+
+LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
+
+
+@pytest.fixture
+def extractor():
+    return ECGFeatureExtractor()
+
+
+def _ecg(seconds=10.0, rate=500, leads=12, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    base = np.sin(2 * np.pi * 1.2 * t)[None] * rng.uniform(0.2, 1.5, (leads, 1))
+    return (base + 0.05 * rng.standard_normal((leads, t.size)) + rng.uniform(-1, 1, (leads, 1))).astype(np.float32)
+
+
+def test_reorders_leads_by_name_case_insensitively(extractor):
+    signal = _ecg()
+    order = np.random.default_rng(1).permutation(12)
+    names = [LEADS[i].upper() if i % 2 else LEADS[i].lower() for i in order]
+    shuffled = extractor(signal[order], sampling_rate=500, lead_names=names)
+    reference = extractor(signal, sampling_rate=500, lead_names=LEADS)
+    np.testing.assert_array_equal(shuffled["input_values"], reference["input_values"])
+    assert reference["input_values"].shape == (1, 12, 5000) and reference["lead_mask"].all()
+
+
+def test_missing_leads_are_zero_filled_and_masked(extractor):
+    signal = _ecg(leads=6)
+    out = extractor(signal, sampling_rate=500, lead_names=["I", "II", "III", "aVR", "aVL", "aVF"])
+    assert out["lead_mask"][0].tolist() == [True] * 6 + [False] * 6
+    assert np.all(out["input_values"][0, 6:] == 0)
+    single = extractor(signal[:1], sampling_rate=500, lead_names=["I"])
+    assert single["lead_mask"][0].sum() == 1 and single["lead_mask"][0, 0]
+
+
+def test_baseline_normalisation_keeps_millivolts(extractor):
+    signal = _ecg()
+    out = extractor(signal, sampling_rate=500, lead_names=LEADS)["input_values"][0]
+    expected = signal - np.median(signal, axis=1, keepdims=True)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    zscore = ECGFeatureExtractor(normalization="zscore")(signal, sampling_rate=500, lead_names=LEADS)["input_values"][0]
+    np.testing.assert_allclose(zscore.mean(axis=1), 0, atol=1e-4)
+    np.testing.assert_allclose(zscore.std(axis=1), 1, atol=1e-3)
+
+
+def test_resampling_cropping_and_padding(extractor):
+    t = np.arange(2000) / 200.0
+    slow = np.tile(np.sin(2 * np.pi * 1.0 * t), (12, 1)).astype(np.float32)  # 10 s at 200 Hz
+    out = extractor(slow, sampling_rate=200, lead_names=LEADS)
+    t500 = np.arange(5000) / 500.0
+    np.testing.assert_allclose(out["input_values"][0, 0, 100:-100], np.sin(2 * np.pi * t500)[100:-100], atol=0.02)
+    long = extractor(_ecg(seconds=30), sampling_rate=500, lead_names=LEADS)
+    assert long["input_values"].shape == (1, 12, 5000) and long["attention_mask"].all()
+    short = extractor(_ecg(seconds=4), sampling_rate=500, lead_names=LEADS)
+    assert short["attention_mask"][0].sum() == 2000
+    assert np.all(short["input_values"][0, :, 2000:] == 0)
+    odd = extractor(_ecg(seconds=10, rate=257), sampling_rate=257, lead_names=LEADS)  # INCART's rate
+    assert odd["input_values"].shape == (1, 12, 5000) and odd["attention_mask"][0].sum() == 5000
+
+
+def test_center_crop_takes_the_middle():
+    extractor = ECGFeatureExtractor(crop="center", normalization="none", clip_value=None)
+    ramp = np.tile(np.arange(15000, dtype=np.float32), (12, 1))
+    out = extractor(ramp, sampling_rate=500, lead_names=LEADS)["input_values"][0, 0]
+    assert out[0] == 5000 and out[-1] == 9999
+
+
+def test_layouts_inputs_and_batches(extractor):
+    signal = _ecg()
+    reference = extractor(signal, sampling_rate=500, lead_names=LEADS)["input_values"]
+    time_first = extractor(signal.T, sampling_rate=500, lead_names=LEADS, layout="time_first")["input_values"]
+    as_dict = extractor({"signal": signal, "sampling_rate": 500, "lead_names": LEADS})["input_values"]
+    as_torch = extractor(torch.from_numpy(signal), sampling_rate=500, lead_names=LEADS)["input_values"]
+    as_lists = extractor(signal.tolist(), sampling_rate=500, lead_names=LEADS)["input_values"]
+    for other in (time_first, as_dict, as_torch, as_lists):
+        np.testing.assert_array_equal(other, reference)
+    batch = extractor(np.stack([signal, signal]), sampling_rate=500, lead_names=LEADS, return_tensors="pt")
+    assert batch["input_values"].shape == (2, 12, 5000) and batch["lead_mask"].dtype == torch.bool
+    mixed = extractor([{"signal": signal, "sampling_rate": 500, "lead_names": LEADS},
+                       {"signal": signal[:, ::5], "sampling_rate": 100, "lead_names": LEADS}])
+    assert mixed["input_values"].shape == (2, 12, 5000)
+
+
+def test_nan_gaps_are_interpolated_and_nan_leads_masked(extractor):
+    signal = _ecg()
+    gappy = signal.copy()
+    gappy[3, 1000:1010] = np.nan
+    gappy[5] = np.nan
+    out = extractor(gappy, sampling_rate=500, lead_names=LEADS)
+    assert np.isfinite(out["input_values"]).all()
+    assert not out["lead_mask"][0, 5] and out["lead_mask"][0].sum() == 11
+    expected_gap = np.linspace(signal[3, 999], signal[3, 1010], 12)[1:-1] - np.median(signal[3])
+    np.testing.assert_allclose(out["input_values"][0, 3, 1000:1010], expected_gap, atol=0.05)
+
+
+def test_real_ptbxl_100_and_500_hz_agree(ptbxl_dir, extractor):
+    high = read_wfdb_record(ptbxl_dir / "records500/00000/00001_hr")
+    low = read_wfdb_record(ptbxl_dir / "records100/00000/00001_lr")
+    a = extractor(high)["input_values"][0]
+    b = extractor(low)["input_values"][0]
+    # The 100 Hz file is a decimated copy: after upsampling it matches the 500 Hz file closely.
+    correlation = np.corrcoef(a[:, 100:-100].ravel(), b[:, 100:-100].ravel())[0, 1]
+    assert correlation > 0.9
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"ecg": np.zeros((12, 5000)), "lead_names": LEADS}, "no sampling rate"),
+        ({"ecg": np.zeros((12, 5000)), "sampling_rate": 500, "lead_names": LEADS[:11] + ["V7"]}, "unknown lead name"),
+        ({"ecg": np.zeros((12, 5000)), "sampling_rate": 500, "lead_names": LEADS[:11] + ["avr"]}, "duplicated lead"),
+        ({"ecg": np.zeros((12, 5000)), "sampling_rate": 500, "lead_names": LEADS[:8]}, "12 leads along axis 0 but 8"),
+        ({"ecg": np.zeros((5000, 12)), "sampling_rate": 500, "lead_names": LEADS}, "time_first"),
+        ({"ecg": np.zeros((12, 0)), "sampling_rate": 500, "lead_names": LEADS}, "empty"),
+        ({"ecg": np.full((12, 5000), np.nan), "sampling_rate": 500, "lead_names": LEADS}, "entirely NaN"),
+        ({"ecg": np.zeros((12, 400)), "sampling_rate": 500, "lead_names": LEADS}, "at least 1 s"),
+        ({"ecg": np.zeros((12, 5000)), "sampling_rate": 500}, "lead_names is required"),
+        ({"ecg": np.zeros(5000), "sampling_rate": 500, "lead_names": ["I"]}, "2-D"),
+    ],
+)
+def test_bad_input_raises_clear_error(extractor, kwargs, message):
+    ecg = kwargs.pop("ecg")
+    with pytest.raises(ValueError, match=message):
+        extractor(ecg, **kwargs)
+
+
+def test_error_names_the_record(extractor):
+    with pytest.raises(ValueError, match="record '00042_hr'"):
+        extractor({"record_id": "00042_hr", "signal": np.zeros((12, 100)), "sampling_rate": 500, "lead_names": LEADS})
+
+
+def test_processor_round_trip_and_queries(tmp_path):
+    from transformers import AutoFeatureExtractor, AutoProcessor
+
+    processor = ECGProcessor.from_config(SuPreMEConfig(sampling_rate=250, num_samples=2500))
+    processor.save_pretrained(tmp_path)
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert isinstance(loaded, ECGProcessor) and isinstance(AutoFeatureExtractor.from_pretrained(tmp_path), ECGFeatureExtractor)
+    assert loaded.feature_extractor.to_dict() == processor.feature_extractor.to_dict()
+    out = loaded(ecg=_ecg(), sampling_rate=500, lead_names=LEADS, text=["atrial fibrillation", "sinus rhythm"],
+                 return_tensors="pt")
+    assert out["input_values"].shape == (1, 12, 2500)
+    assert out["query_input_ids"].shape[0] == 2 and out["query_attention_mask"].shape == out["query_input_ids"].shape
+    with pytest.raises(ValueError, match="non-empty"):
+        loaded(text=["", "x"])
