@@ -35,26 +35,24 @@ from processing.entity_extraction import BACKENDS, create_backend  # noqa: E402
 
 
 def iter_csv_reports(path: str, id_column: str, text_column: str) -> Iterator[Tuple[str, str]]:
-    """``(record_id, report)`` rows of a CSV file (UTF-8, else Windows-1252)."""
-    for encoding in ("utf-8-sig", "cp1252"):
-        try:
-            with open(path, newline="", encoding=encoding) as handle:
-                reader = csv.DictReader(handle)
-                missing = [c for c in (id_column, text_column) if c not in (reader.fieldnames or [])]
-                if missing:
-                    raise SystemExit(f"{path}: no column(s) {missing}; columns are {reader.fieldnames}")
-                rows = []
-                for row in reader:
-                    rows.append((row[id_column], row[text_column] or ""))
-                    if len(rows) >= 10_000:
-                        yield from rows
-                        rows = []
-                yield from rows
-            return
-        except UnicodeDecodeError:
-            if encoding == "cp1252":
-                raise
-            continue
+    """``(record_id, report)`` rows of a CSV file; the header is checked before the first row is yielded.
+
+    The file is read as UTF-8; bytes that are not UTF-8 reach the extractor as escaped bytes and are
+    decoded there per report (Windows-1252, then Latin-1), so one legacy-encoded row does not stop a run.
+    """
+    handle = open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
+    reader = csv.DictReader(handle)
+    missing = [c for c in (id_column, text_column) if c not in (reader.fieldnames or [])]
+    if missing:
+        handle.close()
+        raise SystemExit(f"{path}: no column(s) {missing}; columns are {reader.fieldnames}")
+
+    def rows() -> Iterator[Tuple[str, str]]:
+        with handle:
+            for row in reader:
+                yield row[id_column], row[text_column] or ""
+
+    return rows()
 
 
 def parse_dataset_kwargs(pairs) -> dict:

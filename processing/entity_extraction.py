@@ -80,24 +80,24 @@ def decode_report(report: ReportInput) -> Tuple[str, bytes]:
     """
     if report is None:
         return "", b""
-    if isinstance(report, (bytes, bytearray)):
-        raw = bytes(report)
-        for encoding in ("utf-8", "cp1252", "latin-1"):
-            try:
-                return raw.decode(encoding), raw
-            except UnicodeDecodeError:
-                continue
-    if not isinstance(report, str):
-        raise TypeError(f"a report must be str, bytes or None, got {type(report).__name__}")
-    try:
-        return report, report.encode("utf-8")
-    except UnicodeEncodeError:
+    if isinstance(report, str):
         try:
-            raw = report.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            raw = report.encode("utf-8", "surrogatepass")
-        text = raw.decode("utf-8", "replace")
-        return text, raw
+            return report, report.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: bytes that were escaped when the text was read
+            try:
+                report = report.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:
+                raw = report.encode("utf-8", "surrogatepass")
+                return raw.decode("utf-8", "replace"), raw
+    if not isinstance(report, (bytes, bytearray)):
+        raise TypeError(f"a report must be str, bytes or None, got {type(report).__name__}")
+    raw = bytes(report)
+    for encoding in ("utf-8", "cp1252"):
+        try:
+            return raw.decode(encoding), raw
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("latin-1"), raw
 
 
 def report_sha256(report: ReportInput) -> str:
