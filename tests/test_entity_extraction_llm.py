@@ -156,6 +156,15 @@ def test_transformers_backend_with_a_tiny_random_model_records_errors_and_finish
     assert all(r["error"] and r["backend"] == "transformers" for r in records.values())
 
 
+def test_transformers_backend_loads_a_model_folder(tiny_causal_lm, tmp_path):
+    model, tokenizer = tiny_causal_lm
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    result = extract_entities(["Sinusrhythmus", "Sinusrhythmus"], backend="transformers", model=str(tmp_path / "tiny"),
+                              max_new_tokens=4, include_vocabulary=False, use_encoder=False)
+    assert len(result) == 2 and all(r.error and r.model == str(tmp_path / "tiny") for r in result)
+
+
 def test_transformers_backend_records_a_generation_failure(tiny_causal_lm):
     model, tokenizer = tiny_causal_lm
     backend = create_backend("transformers", model=model, tokenizer=tokenizer, max_new_tokens=4, include_vocabulary=False,
