@@ -12,7 +12,7 @@ How a report is read:
 3. Negation and uncertainty cues are matched the same way on the remaining tokens. A cue that stands
    before a finding ("kein", "no", "V.a.", "possible", "såsom vid") applies to the first finding that
    starts within four tokens after it, and through coordinating words ("oder", "or", "eller", "und",
-   "and") to the findings listed after that one. A cue that stands after a finding ("ausgeschlossen",
+   "and") to the findings listed after that one, also over a comma list that ends in such a word. A cue that stands after a finding ("ausgeschlossen",
    "nicht auszuschließen", "bör övervägas", "cannot be excluded") applies to the finding that ends at
    most three tokens before it, and through coordinating words to those listed before. Some words
    ("wahrscheinlich", "möglich", "sannolikt") are read as following a finding when they directly
@@ -329,7 +329,7 @@ class LexiconExtractor:
             if direction == "both":
                 direction = "post" if self._directly_after_concept(owner, first, hard, soft) else "pre"
             if direction == "pre":
-                for match_index in self._forward_scope(owner, cues, last, hard, n):
+                for match_index in self._forward_scope(owner, cues, last, hard, soft, n):
                     mark(match_index, cue.kind)
             else:
                 for match_index in self._backward_scope(owner, cues, first, hard, soft):
@@ -343,19 +343,25 @@ class LexiconExtractor:
         return prev >= 0 and owner[prev] is not None and owner[prev][0] == "concept" and not hard[prev] and not soft[prev]
 
     @staticmethod
-    def _forward_scope(owner, cues, cue_last: int, hard, n) -> List[int]:
-        """Findings reached by a cue ending at token ``cue_last``."""
+    def _forward_scope(owner, cues, cue_last: int, hard, soft, n) -> List[int]:
+        """Findings reached by a cue ending at token ``cue_last``.
+
+        After the first finding, a further one is reached when a coordinating word stands between
+        them, or when only a comma does and a coordinating word follows later in the same sentence
+        ("no Q waves, ST elevation or T inversion").
+        """
         reached: List[int] = []
         if hard[cue_last]:
             return reached
         k = cue_last + 1
         gap = 0
         connected = True  # the first finding needs no connector
+        comma = False
         limit = PRE_WINDOW
         while k < n:
             slot = owner[k]
             if slot is not None and slot[0] == "concept":
-                if not connected:
+                if not connected and not (comma and LexiconExtractor._connector_ahead(owner, cues, k, hard, n)):
                     break
                 reached.append(slot[1])
                 while k + 1 < n and owner[k + 1] == slot:
@@ -363,6 +369,7 @@ class LexiconExtractor:
                 if hard[k]:
                     break
                 gap, connected, limit = 0, False, CHAIN_GAP
+                comma = soft[k]
             elif slot is not None and slot[0] == "cue":
                 cue = cues[slot[1]][2]
                 if cue.kind == "break":
@@ -371,16 +378,33 @@ class LexiconExtractor:
                     connected = True
                 elif reached and cue.kind in ("negation", "uncertainty") and cue.direction == "pre":
                     break  # a new cue starts its own scope
-                last = cues[slot[1]][1]
-                k = last
+                k = cues[slot[1]][1]
+                comma = comma or soft[k]
                 if hard[k]:
                     break
             else:
                 gap += 1
                 if gap > limit or hard[k]:
                     break
+                comma = comma or soft[k]
             k += 1
         return reached
+
+    @staticmethod
+    def _connector_ahead(owner, cues, k: int, hard, n) -> bool:
+        """Is there a coordinating word after token ``k`` before the sentence ends?"""
+        while k < n:
+            slot = owner[k]
+            if slot is not None and slot[0] == "cue":
+                kind = cues[slot[1]][2].kind
+                if kind == "connector":
+                    return True
+                if kind == "break":
+                    return False
+            if hard[k]:
+                return False
+            k += 1
+        return False
 
     @staticmethod
     def _backward_scope(owner, cues, cue_first: int, hard, soft) -> List[int]:

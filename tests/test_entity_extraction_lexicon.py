@@ -118,6 +118,11 @@ def test_cue_scope_is_limited(lexicon):
         "atrial fibrillation": "absent", "atrial flutter": "absent", "left bundle branch block": "present"}
     assert found(lexicon, "sinusrhythmus verdacht auf p-sinistrocardiale linkstyp") == {
         "sinus rhythm": "present", "left atrial enlargement": "uncertain", "leftward axis": "present"}
+    # A comma list is followed when it ends in a coordinating word, not otherwise.
+    assert found(lexicon, "no Q waves, ST elevation or T inversion") == {
+        "abnormal Q waves": "absent", "ST elevation": "absent", "T wave inversion": "absent"}
+    assert found(lexicon, "kein Vorhofflimmern, Linksschenkelblock") == {
+        "atrial fibrillation": "absent", "left bundle branch block": "present"}
     # A cue far before a finding does not reach it.
     assert found(lexicon, "no change compared with the tracing of last year atrial fibrillation") == {
         "atrial fibrillation": "present"}
