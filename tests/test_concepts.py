@@ -212,3 +212,10 @@ def test_ptbxl_scp_codes_of_the_real_records_all_resolve(vocab, ptbxl_dir):
         for row in csv.DictReader(handle):
             for code in ast.literal_eval(row["scp_codes"]):
                 assert vocab.by_scp_code(code) is not None, (row["ecg_id"], code)
+
+
+def test_snomed_codes_of_the_real_challenge_records_all_resolve(vocab, cinc2021_dir):
+    with open(cinc2021_dir / "labels.csv", newline="", encoding="utf-8") as handle:
+        codes = {code for row in csv.DictReader(handle) for code in row["dx_snomed"].split(",") if code}
+    assert len(codes) > 20
+    assert [c for c in codes if vocab.by_snomed_code(c) is None] == []
