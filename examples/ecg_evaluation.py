@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 import uuid
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -171,6 +172,11 @@ def label_matrix(label_lists: Iterable[Sequence[str]], class_names: Sequence[str
     return targets
 
 
+def split_labels(dataset_split) -> List[List[str]]:
+    """The `labels` column of a split, read without the ECG-decoding transform (no signal is decoded)."""
+    return [list(labels or ()) for labels in dataset_split.with_format(None)["labels"]]
+
+
 def load_checkpoint(model_path, device: Optional[str] = None):
     """`(SuPreMEModel, ECGProcessor)` from a folder written by `save_pretrained`, in eval mode.
 
@@ -228,7 +234,7 @@ def dataset_class_names(name: str, config: Optional[str], data_dir, cache_dir, b
         return list(builder.class_names()), f"{builder_class.__name__}.class_names()"
     seen = set()
     for split in splits.values():
-        for labels in split["labels"]:
+        for labels in split_labels(split):
             seen.update(labels or ())
     return sorted(seen), "labels seen in the dataset's splits"
 
@@ -400,7 +406,7 @@ def zero_shot_scores(
             bar.close()
     finally:
         model.train(was_training)
-    targets = label_matrix(dataset_split["labels"], class_names)
+    targets = label_matrix(split_labels(dataset_split), class_names)
     return scores, targets, record_ids
 
 
@@ -720,9 +726,9 @@ def plot_roc(report: Mapping, scores, targets, path) -> None:
             fpr, tpr, _ = roc_curve(targets[:, c], scores[:, c])
             ax.plot(fpr, tpr, color="tab:blue", lw=1.2)
             ax.plot([0, 1], [0, 1], color="0.6", lw=0.6, ls="--")
-            name = entry["name"] if len(entry["name"]) <= 28 else entry["name"][:26] + ".."
+            name = "\n".join(textwrap.wrap(entry["name"], 26, max_lines=2, placeholder=".."))
             ax.set_title(f"{name}\nAUROC {entry['auroc']:.3f}, n+={entry['positives']}", fontsize=7)
-            ax.tick_params(labelsize=6)
+            ax.tick_params(labelsize=6, labelbottom=True)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1.01)
         for ax in axes.ravel()[len(entries):]:
@@ -769,6 +775,7 @@ __all__ = [
     "load_checkpoint",
     "load_evaluation_dataset",
     "load_prompt_file",
+    "split_labels",
     "macro_auroc",
     "markdown_table",
     "subsample",

@@ -194,7 +194,7 @@ def _markdown(results: dict) -> str:
 def run(args) -> dict:
     from ecg_evaluation import (
         EvaluationError, atomic_write_text, auroc_report, extract_ecg_features, label_matrix, load_checkpoint,
-        load_evaluation_dataset, macro_auroc, subsample, to_json,
+        load_evaluation_dataset, macro_auroc, split_labels, subsample, to_json,
     )
 
     fractions = parse_floats(args.fractions, "--fractions", 0.0, 1.0)
@@ -223,7 +223,7 @@ def run(args) -> dict:
             model, processor, part, batch_size=args.batch_size, bf16=args.bf16, progress=not args.no_progress,
             num_workers=args.num_workers,
         )
-        targets[name] = label_matrix(part["labels"], class_names)
+        targets[name] = label_matrix(split_labels(part), class_names)
     extraction_seconds = time.perf_counter() - started
     n_extracted = sum(len(f) for f in features.values())
 
