@@ -403,29 +403,26 @@ class ZeroShotEvaluator:
 
     @classmethod
     def from_args(cls, data_args, train_args):
-        from ecg_evaluation import class_prompts, dataset_class_names
+        from ecg_evaluation import EvaluationError, class_prompts, load_evaluation_dataset, subsample
 
-        corpus = load_corpus(data_args.eval_dataset, data_args.eval_dataset_config, data_args.eval_data_dir,
-                             data_args.sampling_rate, data_args.cache_dir, parse_key_values(data_args.eval_dataset_arg))
-        split = corpus["validation"]
+        try:
+            corpus, names, _ = load_evaluation_dataset(
+                data_args.eval_dataset, data_args.eval_dataset_config, data_args.eval_data_dir,
+                data_args.sampling_rate, data_args.cache_dir, **parse_key_values(data_args.eval_dataset_arg))
+            split = subsample(corpus["validation"], data_args.eval_max_records)
+            prompts = class_prompts(names, prompt_file=data_args.eval_prompts)
+        except (EvaluationError, ValueError, FileNotFoundError) as err:
+            raise PretrainError(f"evaluation corpus {data_args.eval_dataset!r}: {err}") from None
         if len(split) == 0:
             raise PretrainError(f"the evaluation corpus {data_args.eval_dataset!r} has an empty validation split")
-        if data_args.eval_max_records:
-            split = split.select(range(min(len(split), data_args.eval_max_records)))
-        names = dataset_class_names(data_args.eval_dataset, data_args.eval_dataset_config, data_args.eval_data_dir,
-                                    corpus, **parse_key_values(data_args.eval_dataset_arg))
-        prompts = class_prompts(names, prompt_file=data_args.eval_prompts)
         return cls(split, names, prompts, train_args.per_device_eval_batch_size, train_args.mixed_precision == "bf16")
 
-    def __call__(self, model, processor) -> dict:
-        from ecg_evaluation import auroc_report, zero_shot_scores
+    def __call__(self, model, processor) -> Optional[float]:
+        from ecg_evaluation import macro_auroc, zero_shot_scores
 
-        was_training = model.training
-        model.eval()
         scores, targets, _ = zero_shot_scores(model, processor, self.split, self.class_names, self.prompts,
                                               batch_size=self.batch_size, bf16=self.bf16, progress=False)
-        model.train(was_training)
-        return auroc_report(scores, targets, self.class_names, n_bootstrap=0)
+        return macro_auroc(scores, targets)
 
 
 # -- model card ----------------------------------------------------------------------------------------
@@ -658,10 +655,12 @@ def main(argv=None):
     def evaluate_and_select():
         if evaluator is None or not accelerator.is_main_process:
             return
-        report = evaluator(unwrapped, processor)
-        metric = report["macro_auroc"]
+        metric = evaluator(unwrapped, processor)
         state["history"].append({"step": state["global_step"], "val_macro_auroc": metric})
-        improved = state["best_metric"] is None or (metric is not None and metric > state["best_metric"])
+        if metric is None:
+            log(f"step {state['global_step']}: no validation class has both positives and negatives; nothing to select on")
+            return
+        improved = state["best_metric"] is None or metric > state["best_metric"]
         log(f"step {state['global_step']}: zero-shot validation macro AUROC {metric:.4f}"
             f"{' (best so far)' if improved else ''}")
         if improved:
