@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="synthetic corpus: generator seed")
     parser.add_argument("--n_bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals (0: none)")
     parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers preparing ECGs (0: main process)")
+    parser.add_argument("--num_threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's choice); 1 can be faster on a CPU shared with other jobs")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     return parser
 
@@ -79,6 +81,12 @@ def run(args) -> dict:
     if args.prompts is not None and not Path(args.prompts).is_file():
         raise EvaluationError(f"--prompts {args.prompts}: file not found")
     # The checkpoint is checked first: it is the cheapest input to get wrong and to verify.
+    if args.num_threads is not None:
+        if args.num_threads < 1:
+            raise EvaluationError(f"--num_threads must be at least 1, got {args.num_threads}")
+        import torch
+
+        torch.set_num_threads(args.num_threads)
     model, processor = load_checkpoint(args.model)
     splits, class_names, class_source = load_evaluation_dataset(
         args.dataset, args.dataset_config, data_dir=args.data_dir, sampling_rate=args.sampling_rate,
