@@ -43,6 +43,7 @@ import torch  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 
 UNCERTAIN_POLICIES = ("ignore", "positive", "negative")
+QUERY_VARIANTS = ("description", "name", "synonyms")
 IGNORE_INDEX = -100
 
 
@@ -85,7 +86,7 @@ class ModelArguments:
     fusion_num_layers: int = field(default=2, metadata={"help": "Cardiac Fusion Network depth"})
     loss_type: str = field(default="bce", metadata={"help": "bce or asymmetric"})
     lead_subset_prob: float = field(default=0.3, metadata={"help": "probability that a training ECG is shown with a random subset of its leads"})
-    query_text_variants: str = field(default="description,name", metadata={"help": "concept texts sampled as queries during training, comma-separated from: description, name"})
+    query_text_variants: str = field(default="description,name", metadata={"help": "concept texts sampled as queries during training, comma-separated from: description, name, synonyms"})
 
 
 @dataclass
@@ -233,7 +234,8 @@ def build_targets(train_ids, all_ids, entities, min_count, uncertain="ignore", a
 
 
 def concept_query_texts(concepts, variants=("description", "name")):
-    """Per concept, the texts sampled as its query: the vocabulary's description and/or its name."""
+    """Per concept, the texts sampled as its query: the vocabulary's description, its name and/or its
+    spelled-out synonyms. The first text of each concept (the description) is its canonical query."""
     from processing.concepts import load_concept_vocabulary
 
     vocab = load_concept_vocabulary()
@@ -246,9 +248,13 @@ def concept_query_texts(concepts, variants=("description", "name")):
                 options.append(concept.description)
             elif variant == "name":
                 options.append(name)
-            elif variant not in ("description", "name"):
-                raise PretrainError(f"unknown query text variant {variant!r}; use description and/or name")
-        texts.append(options or [name])
+            elif variant == "synonyms" and concept is not None:
+                # Spelled-out synonyms only: abbreviations ("lbbb", "sr") say little to a text encoder.
+                options.extend(s for s in concept.synonyms if len(s) > 5 and " " in s)
+            elif variant not in QUERY_VARIANTS:
+                raise PretrainError(f"unknown query text variant {variant!r}; choose from {', '.join(QUERY_VARIANTS)}")
+        unique = list(dict.fromkeys(options))
+        texts.append(unique or [name])
     return texts
 
 
