@@ -9,7 +9,11 @@ _LAZY = {
     "ECGRecord": "wfdb_reader",
     "RecordError": "wfdb_reader",
     "read_wfdb_record": "wfdb_reader",
+    "ECGDataWarning": "wfdb_reader",
     "load_ecg_dataset": "loading",
+    "get_builder_class": "loading",
+    "ECGDecoder": "encoding",
+    "set_ecg_format": "encoding",
     "iter_reports": "reports",
 }
 
