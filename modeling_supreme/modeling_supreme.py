@@ -269,7 +269,7 @@ class SuPreMEPreTrainedModel(PreTrainedModel):
     config_class = SuPreMEConfig
     base_model_prefix = "supreme"
     main_input_name = "input_values"
-    input_modalities = ("audio", "text")
+    input_modalities = ("time", "text")  # multi-lead ECG signals (like time-series models) and query texts
     supports_gradient_checkpointing = True
     _no_split_modules = ["SuPreMEViTLayer", "SuPreMEFusionLayer"]
     _supports_sdpa = True
