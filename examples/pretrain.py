@@ -613,9 +613,8 @@ def main(argv=None):
     tokens = processor.tokenize_queries(flat)
     with torch.no_grad():
         flat_embeds = model.get_query_embeddings(tokens["query_input_ids"], tokens["query_attention_mask"])
-    width = max(len(options) for options in query_texts)
-    variant_index = torch.tensor([[sum(len(o) for o in query_texts[:c]) + min(v, len(query_texts[c]) - 1)
-                                   for v in range(width)] for c in range(len(query_texts))])
+    variant_counts = torch.tensor([len(options) for options in query_texts])
+    variant_offsets = torch.cumsum(variant_counts, 0) - variant_counts
     evaluator = ZeroShotEvaluator.from_args(data_args, train_args) if data_args.eval_dataset else None
 
     dataset = PretrainingDataset(train_split, targets.rows, targets.targets, processor.feature_extractor,
@@ -691,8 +690,9 @@ def main(argv=None):
             torch.manual_seed(hash((train_args.seed, state["global_step"], micro, accelerator.process_index)) % (2**63))
             micro += 1
             with accelerator.accumulate(model):
-                choice = torch.randint(0, variant_index.shape[1], (variant_index.shape[0],))
-                query_embeds = flat_embeds[variant_index[torch.arange(len(choice)), choice].to(flat_embeds.device)]
+                # One text variant per concept, uniformly among that concept's variants.
+                choice = (torch.rand(len(variant_counts)) * variant_counts).long()
+                query_embeds = flat_embeds[(variant_offsets + choice).to(flat_embeds.device)]
                 outputs = model(input_values=batch["input_values"], lead_mask=batch["lead_mask"],
                                 attention_mask=batch["attention_mask"], query_embeds=query_embeds, labels=batch["labels"])
                 accelerator.backward(outputs.loss)
