@@ -49,6 +49,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
+from ecg_evaluation import add_common_arguments, run_cli, set_num_threads  # noqa: E402
+
 DEFAULT_FRACTIONS = "0.01,0.1,1.0"
 DEFAULT_C_GRID = "0.001,0.01,0.1,1,10"
 
@@ -135,26 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, help="checkpoint folder (model + processor, from pretrain.py)")
-    parser.add_argument("--dataset", required=True, help="corpus: ptbxl, cpsc2018, csn, physionet2021, synthetic, ...")
-    parser.add_argument("--dataset_config", default=None, help="corpus configuration, e.g. super/sub/form/rhythm for ptbxl")
-    parser.add_argument("--data_dir", default=None, help="the corpus folder as downloaded (not for synthetic)")
-    parser.add_argument("--sampling_rate", type=int, default=None, help="rate the corpus is read at (ptbxl: 100 or 500)")
-    parser.add_argument("--output_dir", required=True, help="folder for metrics.json and metrics.md")
+    add_common_arguments(parser, "metrics.json and metrics.md")
     parser.add_argument("--fractions", default=DEFAULT_FRACTIONS, help=f"train fractions (default {DEFAULT_FRACTIONS})")
     parser.add_argument("--C_grid", default=DEFAULT_C_GRID, help=f"inverse regularisation strengths tried (default {DEFAULT_C_GRID})")
     parser.add_argument("--subset_seed", type=int, default=0, help="seed of the training-subset permutation")
-    parser.add_argument("--batch_size", type=int, default=64, help="ECGs per forward pass")
-    parser.add_argument("--bf16", action="store_true", help="extract features under bfloat16 autocast")
-    parser.add_argument("--cache_dir", default=None, help="datasets cache folder")
-    parser.add_argument("--max_records", type=int, default=None, help="use at most this many records per split (seeded sample)")
-    parser.add_argument("--num_records", type=int, default=None, help="synthetic corpus: number of records")
-    parser.add_argument("--seed", type=int, default=None, help="synthetic corpus: generator seed")
-    parser.add_argument("--n_bootstrap", type=int, default=1000, help="bootstrap resamples for the test intervals (0: none)")
-    parser.add_argument("--num_workers", type=int, default=0, help="DataLoader workers preparing ECGs (0: main process)")
-    parser.add_argument("--num_threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's choice); 1 can be faster on a CPU shared with other jobs")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
     return parser
 
 
@@ -207,12 +193,7 @@ def run(args) -> dict:
         raise EvaluationError(f"--batch_size must be at least 1, got {args.batch_size}")
     if args.max_records is not None and args.max_records < 1:
         raise EvaluationError(f"--max_records must be at least 1, got {args.max_records}")
-    if args.num_threads is not None:
-        if args.num_threads < 1:
-            raise EvaluationError(f"--num_threads must be at least 1, got {args.num_threads}")
-        import torch
-
-        torch.set_num_threads(args.num_threads)
+    set_num_threads(args.num_threads)
     model, processor = load_checkpoint(args.model)
     splits, class_names, class_source = load_evaluation_dataset(
         args.dataset, args.dataset_config, data_dir=args.data_dir, sampling_rate=args.sampling_rate,
@@ -309,17 +290,7 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    from ecg_evaluation import EvaluationError
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        from datasets_scripts.wfdb_reader import RecordError
-
-        run(args)
-    except (EvaluationError, RecordError, FileNotFoundError, ValueError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
-    return 0
+    return run_cli(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

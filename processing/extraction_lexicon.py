@@ -28,7 +28,6 @@ explicit coordinating word links further ones.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 

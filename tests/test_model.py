@@ -3,12 +3,10 @@
 import hashlib
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-import modeling_supreme
 from modeling_supreme import SuPreMEConfig, SuPreMEModel
 from modeling_supreme import configuration_supreme
 from modeling_supreme.configuration_supreme import MINILM_SAFETENSORS_SHA256, resolve_text_encoder_path
