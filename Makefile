@@ -7,7 +7,7 @@ STAMP := $(VENV)/.supreme-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test demo bench real-data-check clean
+.PHONY: install test test-fast demo bench real-data-check clean
 
 install: $(STAMP)
 
@@ -20,6 +20,11 @@ $(STAMP): setup.py constraints.txt
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# Everything but the tests marked slow (subprocess pre-training runs, SIGKILL/resume, remote code in a
+# clean interpreter, the scripts end to end).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) examples/demo.py $(DEMO_ARGS)

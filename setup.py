@@ -1,4 +1,4 @@
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="supreme-ecg",
@@ -8,8 +8,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["modeling_supreme", "processing", "datasets_scripts"],
-    package_data={"processing": ["*.json"], "datasets_scripts": ["*.json", "*.csv"]},
+    # Three layers: processing (bottom) <- datasets_scripts, modeling_supreme (model, evaluation, training).
+    packages=find_packages(include=["processing", "processing.*", "datasets_scripts", "datasets_scripts.*",
+                                    "modeling_supreme", "modeling_supreme.*"]),
+    package_data={"processing.concepts": ["*.json"]},
     # Ranges admit the versions in constraints.txt (the tested set). Install torch==2.13.0 (or your
     # CUDA build) before this package so that pip does not resolve a different torch build.
     install_requires=[

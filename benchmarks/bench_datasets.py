@@ -26,7 +26,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def _median_rate(times, n):
@@ -48,9 +47,9 @@ def main(argv=None) -> int:
 
     datasets.disable_progress_bars()
     from datasets_scripts import load_ecg_dataset
-    from datasets_scripts.ptbxl import Ptbxl
+    from datasets_scripts.corpora.ptbxl import Ptbxl
     from datasets_scripts.testing import make_ptbxl_tree
-    from datasets_scripts.wfdb_reader import read_digital
+    from processing.ecg.wfdb_reader import read_digital
 
     source = Path(args.data) / "ptbxl"
     if not (source / "ptbxl_database.csv").is_file():

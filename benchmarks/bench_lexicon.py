@@ -17,17 +17,15 @@ import argparse
 import csv
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from processing.entities_file import run_extraction  # noqa: E402
-from processing.entity_extraction import LexiconBackend  # noqa: E402
-from processing.extraction_lexicon import LexiconExtractor  # noqa: E402
+from processing.reports.entities_file import run_extraction
+from processing.reports.extraction import LexiconBackend
+from processing.reports.lexicon import LexiconExtractor
 
 FALLBACK_REPORTS = [
     "sinusrhythmus normales ekg",

@@ -17,18 +17,16 @@ import argparse
 import os
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import modeling_supreme  # noqa: E402,F401
-from datasets_scripts.wfdb_reader import read_wfdb_record  # noqa: E402
-from modeling_supreme import ECGProcessor, SuPreMEConfig, SuPreMEModel  # noqa: E402
+import modeling_supreme  # noqa: F401
+from processing.ecg.wfdb_reader import read_wfdb_record
+from modeling_supreme import ECGProcessor, SuPreMEConfig, SuPreMEModel
 
 LABELS = ["atrial fibrillation", "sinus rhythm", "left bundle branch block", "ST elevation", "low QRS voltage"]
 

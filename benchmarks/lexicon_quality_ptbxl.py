@@ -23,15 +23,13 @@ import ast
 import csv
 import os
 import re
-import sys
 from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from processing.concepts import load_concept_vocabulary  # noqa: E402
-from processing.extraction_lexicon import LexiconExtractor  # noqa: E402
+from processing.concepts.vocabulary import load_concept_vocabulary
+from processing.reports.lexicon import LexiconExtractor
 
 EDIT_NOTE = re.compile(r"\bedit:.*$", re.IGNORECASE | re.DOTALL)
 

@@ -1,27 +1,27 @@
-"""HF ``datasets`` builders for ECG corpora, one module per corpus, on one shared WFDB reader.
+"""HF ``datasets`` builders for ECG corpora (one module per corpus in ``corpora/``), on the record
+reader of :mod:`processing.ecg`.
 
+Modules: ``builder`` (the shared ``GeneratorBasedBuilder``), ``splits``, ``fingerprints`` (cache
+keys), ``encoding`` (stored columns), ``labels`` (corpus codes -> concept names), ``loading``
+(``load_ecg_dataset``, corpus names), ``reports`` (report text without reading signals),
+``testing`` (small corpora in each corpus's exact layout, for tests and benchmarks).
 Names are imported lazily so that reading one record does not import every builder.
 """
 
-import importlib
+from processing._lazy import lazy_exports
 
-_LAZY = {
-    "ECGRecord": "wfdb_reader",
-    "RecordError": "wfdb_reader",
-    "read_wfdb_record": "wfdb_reader",
-    "ECGDataWarning": "wfdb_reader",
+# The reader's names are re-exported: load_ecg_dataset raises its RecordError.
+_READER = {name: "processing.ecg.wfdb_reader" for name in ("ECGRecord", "ECGDataWarning", "RecordError", "read_wfdb_record")}
+_EXPORTS = {
     "load_ecg_dataset": "loading",
     "get_builder_class": "loading",
+    "canonical_corpus_name": "loading",
+    "parse_corpus_args": "loading",
     "ECGDecoder": "encoding",
     "set_ecg_format": "encoding",
     "iter_reports": "reports",
+    **_READER,
 }
 
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -1,7 +1,7 @@
 """Corpus codes -> concept names of the project's concept vocabulary (``processing.concepts``).
 
 Every label a builder emits is a concept name. A code that has no concept is never dropped
-silently: :class:`ConceptMapper` collects such codes and :meth:`ConceptMapper.finish` raises one
+silently: :class:`CodeMapper` collects such codes and :meth:`CodeMapper.finish` raises one
 error listing all of them with their counts (``unmapped_codes="raise"``, the default), or records
 them in the builder's summary file (``unmapped_codes="drop"``).
 """
@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, Optional
 
 def load_vocabulary():
     try:
-        from processing.concepts import load_concept_vocabulary
+        from processing.concepts.vocabulary import load_concept_vocabulary
     except ImportError as err:
         raise ImportError(
             "dataset labels are concept names from the project's concept vocabulary (processing.concepts), "
@@ -23,7 +23,7 @@ def load_vocabulary():
     return load_concept_vocabulary()
 
 
-class ConceptMapper:
+class CodeMapper:
     """Looks codes up in the vocabulary, remembering the ones without a concept.
 
     Args:
@@ -74,7 +74,7 @@ class ConceptMapper:
             listing = ", ".join(f"{code} ({n} record(s))" for code, n in sorted(self.missing.items()))
             raise ValueError(
                 f"{self.corpus}: {len(self.missing)} code(s) have no concept in the concept vocabulary: {listing}. "
-                "Add them to processing/concept_vocabulary.json, or pass unmapped_codes='drop' to leave them out "
+                "Add them to processing/concepts/concept_vocabulary.json, or pass unmapped_codes='drop' to leave them out "
                 "of the labels (they are then counted in the dataset's ecg_summary.json)."
             )
         return dict(self.missing)

@@ -13,8 +13,10 @@ signal is stored and decoded.
 from __future__ import annotations
 
 import importlib
-from typing import Dict, Optional, Tuple
+import json
+from typing import Dict, Iterable, Optional, Tuple
 
+# corpus name -> (module under datasets_scripts.corpora, builder class)
 BUILDERS: Dict[str, Tuple[str, str]] = {
     "ptbxl": ("ptbxl", "Ptbxl"),
     "cpsc2018": ("cpsc2018", "Cpsc2018"),
@@ -23,21 +25,47 @@ BUILDERS: Dict[str, Tuple[str, str]] = {
     "mimic_iv_ecg": ("mimic_iv_ecg", "MimicIvEcg"),
     "synthetic": ("synthetic", "Synthetic"),
 }
-_ALIASES = {
-    "ptb-xl": "ptbxl", "ptb_xl": "ptbxl", "cpsc": "cpsc2018", "chapman": "csn", "chapman_shaoxing": "csn",
-    "ningbo": "csn", "physionet2020": "physionet2021", "cinc2020": "physionet2021", "cinc2021": "physionet2021",
-    "mimic": "mimic_iv_ecg", "mimic-iv-ecg": "mimic_iv_ecg",
+# Other spellings of the corpus names, for every function that takes a corpus name.
+CORPUS_ALIASES = {
+    "ptb-xl": "ptbxl", "ptb_xl": "ptbxl", "cpsc": "cpsc2018", "icbeb": "cpsc2018", "chapman": "csn",
+    "chapman_shaoxing": "csn", "ningbo": "csn", "physionet2020": "physionet2021", "cinc2020": "physionet2021",
+    "cinc2021": "physionet2021", "mimic": "mimic_iv_ecg", "mimic-iv-ecg": "mimic_iv_ecg",
 }
 
 
-def get_builder_class(name: str):
-    """The ``GeneratorBasedBuilder`` subclass of a corpus (names as in :data:`BUILDERS`)."""
+def canonical_corpus_name(name: str) -> str:
+    """The name of :data:`BUILDERS` that ``name`` (any case, or an alias such as ``"PTB-XL"``) stands for."""
+    if not isinstance(name, str):
+        raise ValueError(f"a corpus name must be a string, got {type(name).__name__}: {name!r}")
     key = name.strip().lower()
-    key = _ALIASES.get(key, key)
+    key = CORPUS_ALIASES.get(key, key)
     if key not in BUILDERS:
         raise ValueError(f"unknown ECG corpus {name!r}; known: {', '.join(BUILDERS)}")
-    module, cls = BUILDERS[key]
-    return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
+    return key
+
+
+def parse_corpus_args(pairs: Optional[Iterable[str]], option: str = "--dataset_arg") -> Dict[str, object]:
+    """``KEY=VALUE`` strings (the scripts' corpus options) to builder keyword arguments.
+
+    A value is read as JSON where it parses (``num_records=100`` -> 100, ``strict=true`` -> True,
+    ``codes=["a","b"]`` -> a list), else kept as the string (``split_file=/data/split.csv``).
+    """
+    out: Dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, value = str(pair).partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{option} expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def get_builder_class(name: str):
+    """The ``GeneratorBasedBuilder`` subclass of a corpus (names as in :data:`BUILDERS`, or an alias)."""
+    module, cls = BUILDERS[canonical_corpus_name(name)]
+    return getattr(importlib.import_module(f"{__package__}.corpora.{module}"), cls)
 
 
 def load_ecg_dataset(
@@ -82,7 +110,7 @@ def load_ecg_dataset(
     import datasets
 
     from .encoding import decode_example, set_ecg_format, stored_features
-    from .wfdb_reader import RecordError
+    from processing.ecg.wfdb_reader import RecordError
 
     cls = get_builder_class(name)
     kwargs = dict(builder_kwargs)

@@ -9,7 +9,7 @@ corpus           report                                                         
 ===============  ==========================================================================  ==========
 ``ptbxl``        the ``report`` column of ``ptbxl_database.csv`` (mostly German)             ``ecg_id``, e.g. ``"1"``
 ``mimic_iv_ecg`` ``report_0`` .. ``report_17`` of ``machine_measurements.csv`` joined into   ``study_id``
-                 one text (see :func:`datasets_scripts.mimic_iv_ecg.join_machine_statements`)
+                 one text (see :func:`datasets_scripts.corpora.mimic_iv_ecg.join_machine_statements`)
 ``synthetic``    the generated English report of each synthetic record (``num_records``,     ``synthetic-s<seed>-<index>``
                  ``seed`` as for the builder; no ``data_dir``)
 ===============  ==========================================================================  ==========
@@ -20,6 +20,8 @@ Records whose report is empty are skipped unless ``include_empty=True``.
 from __future__ import annotations
 
 from typing import Iterator, Optional, Tuple
+
+from .loading import canonical_corpus_name
 
 REPORT_CORPORA = ("ptbxl", "mimic_iv_ecg", "synthetic")
 
@@ -40,19 +42,22 @@ def iter_reports(
         ValueError: unknown corpus name, or a ``data_dir`` that is not that corpus (the message says
             which file is missing), or an unexpected keyword argument.
     """
-    key = name.strip().lower().replace("-", "_")
+    try:
+        key = canonical_corpus_name(name)
+    except ValueError:
+        key = None
     if key == "ptbxl":
-        from .ptbxl import iter_ptbxl_reports
+        from .corpora.ptbxl import iter_ptbxl_reports
 
         _no_kwargs(key, kwargs)
         source = iter_ptbxl_reports(_need_dir(key, data_dir))
-    elif key in ("mimic_iv_ecg", "mimic"):
-        from .mimic_iv_ecg import iter_mimic_reports
+    elif key == "mimic_iv_ecg":
+        from .corpora.mimic_iv_ecg import iter_mimic_reports
 
         _no_kwargs(key, kwargs)
         source = iter_mimic_reports(_need_dir(key, data_dir))
     elif key == "synthetic":
-        from .synthetic_ecg import iter_synthetic_reports
+        from .corpora.synthetic_ecg import iter_synthetic_reports
 
         unknown = set(kwargs) - {"num_records", "seed"}
         if unknown:

@@ -15,14 +15,14 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from processing.ecg_leads import STANDARD_12_LEADS
+from processing.ecg.ecg_leads import STANDARD_12_LEADS
 
 MIMIC_LEAD_ORDER = ("I", "II", "III", "aVR", "aVF", "aVL", "V1", "V2", "V3", "V4", "V5", "V6")
 
 
 def example_signal(index: int = 0, seed: int = 7, seconds: float = 10.0, fs: int = 500) -> np.ndarray:
     """A realistic 12-lead signal (float64 mV, standard lead order) from the synthetic beat model."""
-    from .synthetic_ecg import render_signal, sample_spec
+    from .corpora.synthetic_ecg import render_signal, sample_spec
 
     return render_signal(sample_spec(seed, index, seconds), fs, seconds).astype(np.float64)
 

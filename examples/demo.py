@@ -30,9 +30,6 @@ from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent
 REPO = EXAMPLES.parent
-for folder in (str(REPO), str(EXAMPLES)):
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -23,15 +23,11 @@ import argparse
 import csv
 import os
 import sys
-from pathlib import Path
 from typing import Iterator, Optional, Tuple
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from processing.entities_file import run_extraction  # noqa: E402
-from processing.entity_extraction import BACKENDS, create_backend  # noqa: E402
+from datasets_scripts import parse_corpus_args
+from processing.reports.entities_file import run_extraction
+from processing.reports.extraction import BACKENDS, create_backend
 
 
 def iter_csv_reports(path: str, id_column: str, text_column: str) -> Iterator[Tuple[str, str]]:
@@ -53,16 +49,6 @@ def iter_csv_reports(path: str, id_column: str, text_column: str) -> Iterator[Tu
                 yield row[id_column], row[text_column] or ""
 
     return rows()
-
-
-def parse_dataset_kwargs(pairs) -> dict:
-    kwargs = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise SystemExit(f"--dataset_arg expects KEY=VALUE, got {pair!r}")
-        key, value = pair.split("=", 1)
-        kwargs[key] = int(value) if value.lstrip("-").isdigit() else value
-    return kwargs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,7 +110,7 @@ def record_source(args) -> Tuple[Iterator[Tuple[str, str]], Optional[int]]:
     from datasets_scripts import iter_reports
 
     try:
-        return iter_reports(args.dataset, args.data_dir, **parse_dataset_kwargs(args.dataset_arg)), None
+        return iter_reports(args.dataset, args.data_dir, **parse_corpus_args(args.dataset_arg)), None
     except ValueError as error:
         raise SystemExit(str(error))
 

@@ -21,9 +21,6 @@ from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent
 REPO = EXAMPLES.parent
-for folder in (str(REPO), str(EXAMPLES)):
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -49,8 +46,8 @@ def main(argv=None):
     started = time.perf_counter()
 
     from datasets_scripts import iter_reports
-    from processing.entities_file import run_extraction
-    from processing.entity_extraction import create_backend
+    from processing.reports.entities_file import run_extraction
+    from processing.reports.extraction import create_backend
 
     if entities.exists():
         entities.unlink()
@@ -77,12 +74,11 @@ def main(argv=None):
     import datasets
 
     from datasets_scripts import load_ecg_dataset
-    from ecg_evaluation import auroc_report, class_prompts, load_checkpoint, write_evaluation, zero_shot_scores
+    from datasets_scripts.corpora.ptbxl import Ptbxl
+    from modeling_supreme.evaluation import auroc_report, class_prompts, load_checkpoint, write_evaluation, zero_shot_scores
 
     splits = load_ecg_dataset("ptbxl", "super", data_dir=str(data_dir), sampling_rate=100, cache_dir=str(cache))
     held_out = datasets.concatenate_datasets([splits["validation"], splits["test"]])
-    from datasets_scripts.ptbxl import Ptbxl
-
     class_names = Ptbxl(config_name="super", data_dir=str(data_dir), sampling_rate=100).class_names()
     model, processor = load_checkpoint(model_dir)
     scores, targets, _ = zero_shot_scores(model, processor, held_out, class_names, class_prompts(class_names),

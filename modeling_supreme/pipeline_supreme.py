@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 import torch
@@ -117,10 +116,7 @@ class ZeroShotECGClassificationPipeline(Pipeline):
         return preprocess_params, forward_params, postprocess_params
 
     def preprocess(self, inputs, sampling_rate=None, lead_names=None, layout="leads_first"):
-        if isinstance(inputs, (str, os.PathLike)):
-            from datasets_scripts.wfdb_reader import read_wfdb_record
-
-            inputs = read_wfdb_record(inputs)
+        # WFDB paths are read by the feature extractor, which ships the record reader as remote code.
         return self.feature_extractor(
             inputs, sampling_rate=sampling_rate, lead_names=lead_names, layout=layout, return_tensors="pt"
         )
@@ -147,13 +143,13 @@ class ZeroShotECGClassificationPipeline(Pipeline):
             raise ValueError("candidate_labels is required, for example candidate_labels=['atrial fibrillation', 'sinus rhythm']")
         query_embeds = self._query_embeds(query_texts)
         with torch.autocast(device_type=self.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-            outputs = self.model(
+            logits = self.model.zero_shot_logits(
                 input_values=model_inputs["input_values"],
                 lead_mask=model_inputs["lead_mask"],
                 attention_mask=model_inputs["attention_mask"],
                 query_embeds=query_embeds,
             )
-        return {"logits": outputs.logits.float()}
+        return {"logits": logits}
 
     def postprocess(self, model_outputs, candidate_labels=None, multi_label=True, top_k=None):
         logits = model_outputs["logits"][0]

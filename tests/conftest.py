@@ -1,6 +1,14 @@
-"""Shared fixtures. Real records come from ``$SUPREME_SHARED_DATA`` (default ``../shared/data``)."""
+"""Shared fixtures.
 
+Real records come from ``$SUPREME_SHARED_DATA`` (default ``../shared/data``); tests that use them are
+marked ``real_data`` automatically and skip with the reason when the folder is absent. Everything
+else runs on generated fixtures: ``generated_records`` (WFDB files written here from the synthetic
+beat model, in PTB-XL's and the Challenge's layouts) and ``tiny_checkpoint`` (a small saved model).
+"""
+
+import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +25,15 @@ def _require(sub: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"real ECG records not found at {path} (set SUPREME_SHARED_DATA to the shared data folder)")
     return path
+
+
+REAL_DATA_FIXTURES = {"shared_data", "ptbxl_dir", "cinc2021_dir", "snomed_dir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real_data)
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +54,69 @@ def cinc2021_dir() -> Path:
 @pytest.fixture(scope="session")
 def snomed_dir() -> Path:
     return _require("snomed")
+
+
+def load_example(name: str):
+    """An ``examples/`` script as a module (its functions callable), loaded from its file path."""
+    path = REPO_ROOT / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+# The generated records: 8 ECGs of the synthetic beat model (different rhythms and findings), written
+# the way PTB-XL writes them (format-16 .dat, leads I..V6 spelled AVR/AVL/AVF) at 500 Hz and, resampled,
+# at 100 Hz; plus 2 Challenge-style records (MATLAB v4 .mat, 500 Hz).
+PTBXL_LEAD_SPELLING = ("I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6")
+GENERATED_COUNT = 8
+
+
+@pytest.fixture(scope="session")
+def generated_records(tmp_path_factory) -> dict:
+    """``{"hr": [8 paths at 500 Hz], "lr": [the same 8 at 100 Hz], "mat": [2 .mat paths], "signals": [...]}``."""
+    from scipy.signal import resample_poly
+
+    from datasets_scripts.testing import example_signal, write_wfdb_dat, write_wfdb_mat
+
+    root = tmp_path_factory.mktemp("generated_records")
+    out = {"hr": [], "lr": [], "mat": [], "signals": []}
+    for index in range(GENERATED_COUNT):
+        signal = example_signal(index, seed=11)
+        out["signals"].append(signal)
+        out["hr"].append(write_wfdb_dat(root / "records500", f"{index:05d}_hr", signal, lead_names=PTBXL_LEAD_SPELLING))
+        low = resample_poly(signal, 1, 5, axis=1)
+        out["lr"].append(write_wfdb_dat(root / "records100", f"{index:05d}_lr", low, fs=100, lead_names=PTBXL_LEAD_SPELLING))
+    for index in range(2):
+        out["mat"].append(write_wfdb_mat(root / "challenge", f"E{index:05d}", example_signal(100 + index, seed=11)))
+    return out
+
+
+TINY_LABELS = ("atrial fibrillation", "sinus rhythm", "left bundle branch block", "ST elevation", "low QRS voltage")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, generated_records) -> Path:
+    """A saved 12-lead 500 Hz model (4 ViT layers) whose scores spread around 0.5.
+
+    A new model's logit head starts near zero, so every score would be about 0.5. Scaling the head and
+    centring its bias on the generated records spreads this untrained model's scores, so that tests
+    comparing scores can fail.
+    """
+    import torch
+
+    from modeling_supreme import ECGProcessor, SuPreMEConfig, SuPreMEModel
+
+    torch.manual_seed(0)
+    config = SuPreMEConfig(ecg_num_layers=4)
+    model = SuPreMEModel(config).eval()
+    processor = ECGProcessor.from_config(config)
+    inputs = processor(ecg=[str(path) for path in generated_records["hr"]], text=list(TINY_LABELS), return_tensors="pt")
+    with torch.no_grad():
+        model.logit_head.weight.mul_(20.0)
+        model.logit_head.bias.sub_(model(**inputs).logits.mean())
+    folder = tmp_path_factory.mktemp("tiny_checkpoint")
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder

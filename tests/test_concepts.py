@@ -7,8 +7,8 @@ import json
 import pytest
 
 from processing import Concept, ConceptVocabulary, load_concept_vocabulary
-from processing.concepts import DEFAULT_VOCABULARY_PATH, vocabulary_from_dict
-from processing.report_normalization import phrase_keys
+from processing.concepts.vocabulary import DEFAULT_VOCABULARY_PATH, vocabulary_from_dict
+from processing.concepts.text_folding import phrase_keys
 
 CPSC2018_CLASSES = ("Normal", "AF", "I-AVB", "LBBB", "RBBB", "PAC", "PVC", "STD", "STE")
 

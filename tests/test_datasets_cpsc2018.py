@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from datasets_scripts import RecordError, load_ecg_dataset
-from datasets_scripts.cpsc2018 import CPSC_CLASSES, Cpsc2018, read_cpsc_mat
+from datasets_scripts.corpora.cpsc2018 import CPSC_CLASSES, Cpsc2018, read_cpsc_mat
 from datasets_scripts.testing import make_cpsc2018_tree
 
 
@@ -33,7 +33,7 @@ def corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vocab():
-    from processing.concepts import load_concept_vocabulary
+    from processing.concepts.vocabulary import load_concept_vocabulary
 
     return load_concept_vocabulary()
 

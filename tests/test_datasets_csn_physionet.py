@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from datasets_scripts import load_ecg_dataset, read_wfdb_record
-from datasets_scripts.csn import Csn
-from datasets_scripts.physionet2021 import Physionet2021, header_dx_codes
+from datasets_scripts.corpora.csn import Csn
+from datasets_scripts.corpora.physionet2021 import Physionet2021, header_dx_codes
 from datasets_scripts.testing import make_csn_tree
-from processing.ecg_leads import STANDARD_12_LEADS
+from processing.ecg.ecg_leads import STANDARD_12_LEADS
 
 CSN_RECORDS = {
     f"JS{i:05d}": codes
@@ -25,7 +25,7 @@ CSN_RECORDS = {
 
 @pytest.fixture(scope="module")
 def vocab():
-    from processing.concepts import load_concept_vocabulary
+    from processing.concepts.vocabulary import load_concept_vocabulary
 
     return load_concept_vocabulary()
 

@@ -70,7 +70,7 @@ def test_cache_is_reused(tmp_path):
     load_ecg_dataset("synthetic", num_records=12, seed=5, cache_dir=str(cache))
     assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.arrow")} == arrows
     # the builder used directly, with defaults spelled out, finds the same cache
-    from datasets_scripts.synthetic import Synthetic
+    from datasets_scripts.corpora.synthetic import Synthetic
 
     same = Synthetic(num_records=12, seed=5, cache_dir=str(cache), on_error="raise", nan_policy="interpolate")
     assert os.path.isfile(os.path.join(same._output_dir, "dataset_info.json"))
@@ -116,8 +116,8 @@ def test_encoding_roundtrip_and_overflow():
 def test_builders_import_neither_torch_nor_the_model():
     code = (
         "import sys\n"
-        "import datasets_scripts.loading, datasets_scripts.ptbxl, datasets_scripts.cpsc2018, datasets_scripts.csn\n"
-        "import datasets_scripts.physionet2021, datasets_scripts.mimic_iv_ecg, datasets_scripts.synthetic\n"
+        "import datasets_scripts.loading, datasets_scripts.corpora.ptbxl, datasets_scripts.corpora.cpsc2018, datasets_scripts.corpora.csn\n"
+        "import datasets_scripts.corpora.physionet2021, datasets_scripts.corpora.mimic_iv_ecg, datasets_scripts.corpora.synthetic\n"
         "from datasets_scripts import read_wfdb_record, iter_reports\n"
         "bad = [m for m in sys.modules if m == 'torch' or m.startswith('modeling_supreme')]\n"
         "assert not bad, bad\n"

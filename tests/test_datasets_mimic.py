@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from datasets_scripts import iter_reports, load_ecg_dataset, read_wfdb_record
-from datasets_scripts.mimic_iv_ecg import MimicIvEcg, join_machine_statements
+from datasets_scripts.corpora.mimic_iv_ecg import MimicIvEcg, join_machine_statements
 from datasets_scripts.testing import MIMIC_LEAD_ORDER, example_signal, make_mimic_tree
-from processing.ecg_leads import STANDARD_12_LEADS
+from processing.ecg.ecg_leads import STANDARD_12_LEADS
 
 STUDIES = [
     {"subject_id": 10000032, "study_id": 40689238, "reports": ["Sinus rhythm", "Possible right atrial abnormality",

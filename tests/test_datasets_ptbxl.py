@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from datasets_scripts import iter_reports, load_ecg_dataset, read_wfdb_record
-from datasets_scripts.ptbxl import Ptbxl, class_codes, label_codes, read_ptbxl_database, read_scp_statements
-from processing.ecg_leads import STANDARD_12_LEADS
+from datasets_scripts.corpora.ptbxl import Ptbxl, class_codes, label_codes, read_ptbxl_database, read_scp_statements
+from processing.ecg.ecg_leads import STANDARD_12_LEADS
 
 
 @pytest.fixture(scope="module")
 def vocab():
-    from processing.concepts import load_concept_vocabulary
+    from processing.concepts.vocabulary import load_concept_vocabulary
 
     return load_concept_vocabulary()
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from processing.entities_file import iter_entities_file, read_entities_file, run_extraction
-from processing.entity_extraction import LexiconBackend, report_sha256
+from processing.reports.entities_file import iter_entities_file, read_entities_file, run_extraction
+from processing.reports.extraction import LexiconBackend, report_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "extract_entities.py"
@@ -188,6 +188,7 @@ def run_script(*args, **kwargs):
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300, **kwargs)
 
 
+@pytest.mark.slow
 def test_script_survives_sigkill_at_a_random_moment(tmp_path, backend):
     records = corpus(60_000, seed=5)
     source = tmp_path / "reports.csv"
@@ -223,6 +224,7 @@ def test_script_survives_sigkill_at_a_random_moment(tmp_path, backend):
         assert by_id[rid]["entities"] == backend.extract_one(text).entities
 
 
+@pytest.mark.slow
 def test_script_on_a_csv_and_on_the_ptbxl_corpus(tmp_path, ptbxl_dir):
     source = tmp_path / "r.csv"
     write_csv(source, [("a", "Vorhofflimmern"), ("b", "Vorhofflimmern"), ("c", "sinus rhythm. no st elevation.")])

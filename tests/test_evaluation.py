@@ -1,19 +1,15 @@
-"""Evaluation module (examples/ecg_evaluation.py): prompt bank, AUROC report, output files, scoring."""
+"""Evaluation library (modeling_supreme.evaluation): prompt bank, AUROC report, output files, scoring."""
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-if str(EXAMPLES) not in sys.path:
-    sys.path.insert(0, str(EXAMPLES))
-
-import ecg_evaluation as ev  # noqa: E402
-from processing.concepts import load_concept_vocabulary  # noqa: E402
+import modeling_supreme.evaluation as ev
+from modeling_supreme.evaluation.metrics import _bootstrap_auroc as bootstrap_auroc
+import processing.atomic_files as atomic_files
+from processing.concepts.vocabulary import load_concept_vocabulary
 
 SUPER = ["conduction disturbance", "hypertrophy", "myocardial infarction", "normal ECG", "ST/T change"]
 
@@ -105,10 +101,10 @@ def test_auroc_ties_count_half_and_match_sklearn():
         assert entry["auroc"] == pytest.approx(roc_auc_score(targets[:, c], scores[:, c]))
         # the vectorised bootstrap statistic equals sklearn on the original and on a resample
         ones = np.ones((1, 300), dtype=np.int64)
-        assert ev._bootstrap_auroc(scores[:, c], targets[:, c], ones)[0] == pytest.approx(entry["auroc"])
+        assert bootstrap_auroc(scores[:, c], targets[:, c], ones)[0] == pytest.approx(entry["auroc"])
         draw = rng.integers(0, 300, 300)
         counts = np.bincount(draw, minlength=300)[None]
-        assert ev._bootstrap_auroc(scores[:, c], targets[:, c], counts)[0] == pytest.approx(
+        assert bootstrap_auroc(scores[:, c], targets[:, c], counts)[0] == pytest.approx(
             roc_auc_score(targets[draw, c], scores[draw, c]))
     assert report["macro_auroc_ci95"] is None and report["classes"][0]["auroc_ci95"] is None
 
@@ -184,7 +180,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ev.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic_files.os, "replace", broken_replace)
     with pytest.raises(OSError):
-        ev.atomic_write_text(target, "new")
+        atomic_files.atomic_write_text(target, "new")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

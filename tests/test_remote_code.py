@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import torch
 
 import modeling_supreme  # noqa: F401
@@ -23,7 +24,6 @@ CHILD = textwrap.dedent(
                 raise ImportError(f"the project package {name} must not be needed")
 
     sys.meta_path.insert(0, RefuseProject())
-    sys.path = [p for p in sys.path if p not in ("", REPO)]
 
     import numpy as np, torch
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
@@ -45,6 +45,7 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_as_remote_code_without_the_package(tmp_path):
     torch.manual_seed(0)
     config = SuPreMEConfig(ecg_num_layers=2, fusion_num_layers=1, sampling_rate=250, num_samples=2500)
@@ -56,7 +57,7 @@ def test_checkpoint_loads_as_remote_code_without_the_package(tmp_path):
     assert saved["auto_map"] == {"AutoConfig": "configuration_supreme.SuPreMEConfig",
                                  "AutoModel": "modeling_supreme.SuPreMEModel"}
     for name in ("configuration_supreme.py", "modeling_supreme.py", "processing_supreme.py",
-                 "feature_extraction_supreme.py", "ecg_leads.py"):
+                 "feature_extraction_supreme.py", "ecg_leads.py", "wfdb_reader.py"):
         assert (tmp_path / "ckpt" / name).is_file(), name
 
     signal = np.random.default_rng(0).standard_normal((12, 1000)).astype(np.float32)

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 
 from datasets_scripts import iter_reports, load_ecg_dataset
-from datasets_scripts import synthetic_ecg as S
-from processing.ecg_leads import STANDARD_12_LEADS as LEADS
+from datasets_scripts.corpora import synthetic_ecg as S
+from processing.ecg.ecg_leads import STANDARD_12_LEADS as LEADS
 
 FS = 500
 
 
 @pytest.fixture(scope="module")
 def vocab():
-    from processing.concepts import load_concept_vocabulary
+    from processing.concepts.vocabulary import load_concept_vocabulary
 
     return load_concept_vocabulary()
 
@@ -183,7 +183,7 @@ def test_builder(tmp_path, vocab):
     assert ex["labels"] == [vocab.by_snomed_code(S.CONDITION_CODES[k]).name for k in spec.conditions]
     np.testing.assert_allclose(ex["signal"], S.render_signal(spec), atol=0.0006)
     assert ex["report"] == dict(iter_reports("synthetic", num_records=30, seed=2))[ex["record_id"]]
-    from datasets_scripts.synthetic import Synthetic
+    from datasets_scripts.corpora.synthetic import Synthetic
 
     assert "SYNTHETIC" in Synthetic(num_records=30, seed=2, cache_dir=str(tmp_path)).info.description
     with pytest.raises(ValueError, match="num_records must be a positive integer"):
@@ -191,7 +191,7 @@ def test_builder(tmp_path, vocab):
 
 
 def test_lexicon_extractor_recovers_the_labels_from_the_reports():
-    lexicon = pytest.importorskip("processing.extraction_lexicon")
+    import processing.reports.lexicon as lexicon
     specs = [S.sample_spec(0, i) for i in range(150)]
     extracted = lexicon.extract_lexicon([S.make_report(s) for s in specs])
     for spec, entities in zip(specs, extracted):

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from datasets_scripts.testing import example_signal, write_wfdb_dat, write_wfdb_mat
-from datasets_scripts.wfdb_reader import (
+from processing.ecg.wfdb_reader import (
     ECGDataWarning,
     RecordError,
     parse_header_text,
     read_digital,
     read_wfdb_record,
 )
-from processing.ecg_leads import STANDARD_12_LEADS
+from processing.ecg.ecg_leads import STANDARD_12_LEADS
 
 
 def _real_records(shared: Path):

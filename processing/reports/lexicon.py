@@ -3,7 +3,7 @@
 How a report is read:
 
 1. It is split into tokens with character offsets and each token is folded (case, umlauts, accents,
-   inflection endings; see :mod:`processing.report_normalization`).
+   inflection endings; see :mod:`processing.concepts.text_folding`).
 2. Concept names and synonyms of the vocabulary are matched leftmost-longest over the token stream.
    A phrase matches whether its words are written apart, hyphenated or closed up as a German compound
    ("Sinus-Rhythmus" = "Sinusrhythmus"). A token that matches nothing but *ends* in a one-word synonym
@@ -31,11 +31,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from .concepts import ConceptVocabulary, load_concept_vocabulary
-from .report_normalization import TOKEN_RE, fold_token, prepare_text, stem, tokenize
-
-PRESENT, ABSENT, UNCERTAIN = "present", "absent", "uncertain"
-STATUSES = (PRESENT, ABSENT, UNCERTAIN)
+from ..concepts.text_folding import TOKEN_RE, fold_token, prepare_text, stem, tokenize
+from ..concepts.vocabulary import ConceptVocabulary, load_concept_vocabulary
+from .result import ABSENT, PRESENT, UNCERTAIN
 
 PRE_WINDOW = 4  # tokens between a preceding cue and its first finding
 POST_WINDOW = 3  # tokens between a finding and a following cue

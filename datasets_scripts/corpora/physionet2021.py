@@ -36,8 +36,10 @@ from typing import Dict, List, Optional, Tuple
 
 import datasets
 
-from .base import ECGBuilder, ECGBuilderConfig, RecordEntry, stratified_split, tree_fingerprint
-from .labels import ConceptMapper
+from ..builder import ECGBuilder, ECGBuilderConfig, RecordEntry
+from ..fingerprints import tree_fingerprint
+from ..splits import stratified_split
+from ..labels import CodeMapper
 
 _DX = re.compile(r"^#\s*Dx\s*:\s*(.*)$", re.IGNORECASE)
 
@@ -72,7 +74,7 @@ def index_dx_tree(
     code_names: Optional[Dict[str, str]] = None,
 ):
     """Entries of a WFDB tree labelled by ``#Dx`` SNOMED codes, split by :func:`stratified_split`."""
-    mapper = ConceptMapper(corpus, unmapped)
+    mapper = CodeMapper(corpus, unmapped)
     entries: List[RecordEntry] = []
     no_dx: List[str] = []
     for record, hea in scan_wfdb_tree(root):
@@ -108,7 +110,7 @@ def index_dx_tree(
 class Physionet2021Config(ECGBuilderConfig):
     """PhysioNet/CinC 2020-2021 configuration (one config, ``default``).
 
-    Arguments: :class:`datasets_scripts.base.ECGBuilderConfig` (``sampling_rate`` resamples the
+    Arguments: :class:`datasets_scripts.builder.ECGBuilderConfig` (``sampling_rate`` resamples the
     tranches to one rate, e.g. 500).
     """
 

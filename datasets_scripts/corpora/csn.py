@@ -25,7 +25,8 @@ from typing import Dict, List
 
 import datasets
 
-from .base import ECGBuilder, ECGBuilderConfig, RecordEntry, file_fingerprint, tree_fingerprint
+from ..builder import ECGBuilder, ECGBuilderConfig, RecordEntry
+from ..fingerprints import file_fingerprint, tree_fingerprint
 from .physionet2021 import index_dx_tree
 
 RECORDS_DIR = "WFDBRecords"
@@ -64,7 +65,7 @@ def _records_root(data_dir: str) -> str:
 
 @dataclass
 class CSNConfig(ECGBuilderConfig):
-    """CSN configuration (one config, ``default``). Arguments: :class:`datasets_scripts.base.ECGBuilderConfig`."""
+    """CSN configuration (one config, ``default``). Arguments: :class:`datasets_scripts.builder.ECGBuilderConfig`."""
 
 
 class Csn(ECGBuilder):
@@ -83,7 +84,7 @@ class Csn(ECGBuilder):
         "Sci Rep 10:2898 (2020)."
     )
     HOMEPAGE = "https://physionet.org/content/ecg-arrhythmia/"
-    CODE_MODULES = ("physionet2021",)
+    CODE_MODULES = ("datasets_scripts.corpora.physionet2021",)
 
     def _fingerprint_sources(self, data_dir, kwargs):
         root = _records_root(data_dir)

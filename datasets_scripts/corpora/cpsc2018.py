@@ -21,7 +21,7 @@ codes: 1 Normal -> NORM, 2 AF -> AFIB, 3 I-AVB -> 1AVB, 4 LBBB -> CLBBB, 5 RBBB 
 6 PAC -> PAC, 7 PVC -> PVC, 8 STD -> STD_, 9 STE -> STE_.
 
 Split: no official one (the challenge's test set is not public); by default a deterministic
-stratified 80/10/10 split (:func:`datasets_scripts.base.stratified_split`, salt ``"cpsc2018"``), or
+stratified 80/10/10 split (:func:`datasets_scripts.splits.stratified_split`, salt ``"cpsc2018"``), or
 the user's ``split_file`` to reproduce a published protocol.
 
 Known data defects: ages of A0608, A1549, A1876, A2299 and A5990 are NaN (not used here); the
@@ -38,12 +38,14 @@ from typing import Dict, List
 import datasets
 import numpy as np
 
-from processing.ecg_leads import STANDARD_12_LEADS
+from processing.ecg.ecg_leads import STANDARD_12_LEADS
 
-from .base import ECGBuilder, ECGBuilderConfig, RecordEntry, file_fingerprint, stratified_split, tree_fingerprint
-from .encoding import quantize_physical
-from .labels import ConceptMapper
-from .wfdb_reader import DigitalRecord, RecordError, _amplitude_issues
+from ..builder import ECGBuilder, ECGBuilderConfig, RecordEntry
+from ..fingerprints import file_fingerprint, tree_fingerprint
+from ..splits import stratified_split
+from ..encoding import quantize_physical
+from ..labels import CodeMapper
+from processing.ecg.wfdb_reader import DigitalRecord, RecordError, _amplitude_issues
 
 REFERENCE_FILE = "REFERENCE.csv"
 SAMPLING_RATE = 500
@@ -173,7 +175,7 @@ def physical_to_digital(
 
 @dataclass
 class CPSC2018Config(ECGBuilderConfig):
-    """CPSC2018 configuration (one config, ``default``). Arguments: :class:`datasets_scripts.base.ECGBuilderConfig`.
+    """CPSC2018 configuration (one config, ``default``). Arguments: :class:`datasets_scripts.builder.ECGBuilderConfig`.
 
     Labels are the concept names of the nine CPSC classes; the default split is a deterministic
     stratified split with ``validation_fraction``/``test_fraction`` (0.1 each).
@@ -200,7 +202,7 @@ class Cpsc2018(ECGBuilder):
         return ["ref=" + file_fingerprint(find_reference(data_dir)), "mat=" + tree_fingerprint(data_dir, ".mat")]
 
     def class_names(self) -> List[str]:
-        mapper = ConceptMapper("cpsc2018", self.config.unmapped_codes)
+        mapper = CodeMapper("cpsc2018", self.config.unmapped_codes)
         names = mapper.names("scp", [scp for _, scp in CPSC_CLASSES.values()])
         mapper.finish()
         return names
@@ -209,7 +211,7 @@ class Cpsc2018(ECGBuilder):
         data_dir = self.config.data_dir
         reference = read_reference(find_reference(data_dir))
         files = find_mat_files(data_dir)
-        mapper = ConceptMapper("cpsc2018", self.config.unmapped_codes)
+        mapper = CodeMapper("cpsc2018", self.config.unmapped_codes)
         entries = []
         for record, numbers in reference.items():
             labels = mapper.names("scp", [CPSC_CLASSES[n][1] for n in numbers])

@@ -29,8 +29,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import datasets
 
-from .base import ECGBuilder, ECGBuilderConfig, RecordEntry, file_fingerprint, logger
-from .labels import ConceptMapper
+from ..builder import ECGBuilder, ECGBuilderConfig, RecordEntry, logger
+from ..fingerprints import file_fingerprint
+from ..labels import CodeMapper
 
 DATABASE_FILE = "ptbxl_database.csv"
 STATEMENTS_FILE = "scp_statements.csv"
@@ -221,7 +222,7 @@ class PTBXLConfig(ECGBuilderConfig):
     ``sampling_rate``: 100 reads ``records100``, 500 or ``None`` reads ``records500``; another
     rate resamples the 500 Hz records. The split is ``strat_fold`` 1-8 train, 9 validation,
     10 test (the dataset's recommended split, used by the MERL/SuPreME zero-shot protocol), unless
-    ``split_file`` is given. Other arguments: :class:`datasets_scripts.base.ECGBuilderConfig`.
+    ``split_file`` is given. Other arguments: :class:`datasets_scripts.builder.ECGBuilderConfig`.
     """
 
     label_set: str = "super"
@@ -255,8 +256,8 @@ class Ptbxl(ECGBuilder):
         if self.config.label_set not in LABEL_SETS:
             raise ValueError(f"PTB-XL label_set must be one of {LABEL_SETS}, got {self.config.label_set!r}")
 
-    def _mapper(self) -> ConceptMapper:
-        return ConceptMapper("ptbxl", self.config.unmapped_codes)
+    def _mapper(self) -> CodeMapper:
+        return CodeMapper("ptbxl", self.config.unmapped_codes)
 
     def class_names(self) -> List[str]:
         """Concept names of the label set's classes (5 / 23 / 19 / 12 / 71), for zero-shot candidates."""

@@ -11,11 +11,15 @@ What it does to each record, in order (and records in its saved config):
 6. pads short records with zeros (``attention_mask`` marks real samples) and zero-fills missing leads
    (``lead_mask`` marks recorded leads).
 
-This module is copied next to checkpoints as remote code: it imports only ``.ecg_leads``.
+A WFDB record path (``.hea``/``.dat``/``.mat``, with or without extension) is read with the
+project's reader (:mod:`.wfdb_reader`), so every input form works wherever the extractor does.
+
+This module is copied next to checkpoints as remote code: it imports only ``.ecg_leads`` and ``.wfdb_reader``.
 """
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 from typing import Any, Sequence
 
@@ -24,6 +28,7 @@ from transformers.feature_extraction_utils import BatchFeature, FeatureExtractio
 from transformers.utils import logging
 
 from .ecg_leads import STANDARD_12_LEADS, canonical_lead_names
+from .wfdb_reader import read_wfdb_record
 
 logger = logging.get_logger(__name__)
 
@@ -108,6 +113,10 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
 
     def _split_records(self, ecg, sampling_rate, lead_names, layout) -> list[dict]:
         """Normalise every accepted input form into a list of {signal, sampling_rate, lead_names, name}."""
+        if _is_path(ecg):
+            ecg = read_wfdb_record(ecg)
+        elif isinstance(ecg, (list, tuple)) and ecg and any(_is_path(item) for item in ecg):
+            ecg = [read_wfdb_record(item) if _is_path(item) else item for item in ecg]
         if isinstance(ecg, dict) or _is_record_object(ecg):
             items = [ecg]
         elif isinstance(ecg, (list, tuple)) and ecg and (
@@ -281,8 +290,8 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
         Args:
             ecg: one record or a list of records. A record is a 2-D array (NumPy, torch or nested
                 lists) in millivolts, a dict with `signal`, `sampling_rate`, `lead_names` (and optionally
-                `record_id`), as produced by this project's datasets, or an `ECGRecord` from the WFDB
-                reader. A 3-D array is a batch of records sharing rate and leads.
+                `record_id`), as produced by this project's datasets, an `ECGRecord` from the WFDB
+                reader, or the path of a WFDB record. A 3-D array is a batch of records sharing rate and leads.
             sampling_rate: rate in Hz (one for all records or one per record); required unless each
                 record carries its own.
             lead_names: names of the input leads in the order of the signal's lead axis (one list
@@ -306,6 +315,10 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
             "attention_mask": np.stack([o[2] for o in outputs]),
         }
         return BatchFeature(data=data, tensor_type=return_tensors)
+
+
+def _is_path(value) -> bool:
+    return isinstance(value, (str, os.PathLike))
 
 
 def _is_array(value) -> bool:

@@ -1,6 +1,7 @@
 """Reading WFDB records (``.hea`` + ``.dat`` or ``.mat``) into millivolts with canonical lead names.
 
-This is the one reader under every corpus builder and under the zero-shot pipeline's path input.
+This is the one reader under every corpus builder and under the feature extractor's path input (and
+so the pipeline's). It is copied next to checkpoints as remote code: it imports only ``.ecg_leads``.
 
 Fast path and fallback
 ----------------------
@@ -51,7 +52,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from processing.ecg_leads import canonical_lead_names
+from .ecg_leads import canonical_lead_names
 
 NAN_POLICIES = ("interpolate", "zero", "keep", "raise")
 DEFAULT_MAX_NAN_FRACTION = 0.5

@@ -22,7 +22,9 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import datasets
 
-from .base import ECGBuilder, ECGBuilderConfig, RecordEntry, file_fingerprint, hash_split
+from ..builder import ECGBuilder, ECGBuilderConfig, RecordEntry
+from ..fingerprints import file_fingerprint
+from ..splits import hash_split
 
 RECORD_LIST_FILE = "record_list.csv"
 MEASUREMENTS_FILE = "machine_measurements.csv"
@@ -120,7 +122,7 @@ class MimicIvEcgConfig(ECGBuilderConfig):
     the ``subject_id``. Split: by a hash of ``subject_id`` (patient-level), 98% train, 1% validation,
     1% test by default (``validation_fraction``/``test_fraction``), or ``split_file``. Missing
     (NaN) samples are interpolated by default (``nan_policy``). Other arguments:
-    :class:`datasets_scripts.base.ECGBuilderConfig`.
+    :class:`datasets_scripts.builder.ECGBuilderConfig`.
     """
 
     validation_fraction: float = 0.01

@@ -8,7 +8,7 @@ Georgia, Chapman-Shaoxing and Ningbo), the PTB-XL diagnostic class it names, a c
 Dataset loaders turn their codes into concept names with :meth:`ConceptVocabulary.by_scp_code`,
 :meth:`~ConceptVocabulary.by_snomed_code` and :meth:`~ConceptVocabulary.by_ptbxl_class`; the extractor
 and :meth:`~ConceptVocabulary.lookup` match free text against names and synonyms after the folding in
-:mod:`processing.report_normalization`.
+:mod:`processing.concepts.text_folding`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .report_normalization import phrase_keys
+from .text_folding import phrase_keys
 
 DEFAULT_VOCABULARY_PATH = Path(__file__).with_name("concept_vocabulary.json")
 CATEGORIES = ("rhythm", "form", "diagnostic")

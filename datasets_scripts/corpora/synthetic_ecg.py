@@ -49,7 +49,7 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
-from processing.ecg_leads import STANDARD_12_LEADS
+from processing.ecg.ecg_leads import STANDARD_12_LEADS
 
 DEFAULT_NUM_RECORDS = 1000
 DEFAULT_SEED = 0
@@ -136,7 +136,7 @@ def synthetic_split(index: int) -> str:
 def condition_concepts() -> Dict[str, Tuple[str, Tuple[str, ...]]]:
     """``{key: (concept name, English phrasings)}`` from the project's concept vocabulary."""
     try:
-        from processing.concepts import load_concept_vocabulary
+        from processing.concepts.vocabulary import load_concept_vocabulary
     except ImportError as err:  # pragma: no cover - the vocabulary ships with the package
         raise ImportError(
             "the synthetic ECG corpus names its conditions with the project's concept vocabulary "

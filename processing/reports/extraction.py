@@ -8,101 +8,24 @@
 
 Backends:
 
-* ``"lexicon"`` (default): deterministic, no model (:mod:`processing.extraction_lexicon`).
-* ``"transformers"``: a local causal LM (:class:`processing.extraction_llm.TransformersBackend`).
-* ``"openai"``: an OpenAI-compatible server (:class:`processing.extraction_llm.OpenAIBackend`).
+* ``"lexicon"`` (default): deterministic, no model (:mod:`processing.reports.lexicon`).
+* ``"transformers"``: a local causal LM (:class:`processing.reports.llm.TransformersBackend`).
+* ``"openai"``: an OpenAI-compatible server (:class:`processing.reports.llm.OpenAIBackend`).
 
 For corpus-scale runs that write the resumable entities file, see
-:func:`processing.entities_file.run_extraction` and ``examples/extract_entities.py``.
+:func:`processing.reports.entities_file.run_extraction` and ``examples/extract_entities.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Union
 
-from .concepts import ConceptVocabulary, load_concept_vocabulary
-from .extraction_lexicon import ABSENT, PRESENT, STATUSES, UNCERTAIN, LexiconExtractor
+from ..concepts.vocabulary import ConceptVocabulary, load_concept_vocabulary
+from .lexicon import LexiconExtractor
+from .llm import OpenAIBackend, TransformersBackend
+from .result import ABSENT, PRESENT, STATUSES, UNCERTAIN, ExtractionResult, ReportInput, decode_report, report_sha256
 
 BACKENDS = ("lexicon", "transformers", "openai")
-ReportInput = Union[str, bytes, bytearray, None]
-
-
-@dataclass
-class ExtractionResult:
-    """Entities of one report.
-
-    Attributes:
-        entities: ``[{"span", "concept", "status"}]``; ``concept`` is a vocabulary name and ``status``
-            one of present/absent/uncertain.
-        unmapped: entities whose concept the backend named but the vocabulary lacks (LLM backends),
-            same keys, ``concept`` as the model wrote it.
-        error: None, or why this report has no entities (invalid LLM answer, failed request...).
-        backend: backend name; model: model (or lexicon/vocabulary version) that produced it.
-    """
-
-    entities: List[dict] = field(default_factory=list)
-    unmapped: List[dict] = field(default_factory=list)
-    error: Optional[str] = None
-    backend: str = "lexicon"
-    model: str = ""
-
-    def concepts(self, statuses: Sequence[str] = (PRESENT, UNCERTAIN)) -> List[str]:
-        """Distinct concept names with one of ``statuses``, in order of first mention."""
-        seen: List[str] = []
-        for entity in self.entities:
-            if entity["status"] in statuses and entity["concept"] not in seen:
-                seen.append(entity["concept"])
-        return seen
-
-    def to_record(self, record_id: str, report_sha256: str) -> dict:
-        """The entities-file line of this result (see DESIGN.md)."""
-        return {
-            "record_id": str(record_id),
-            "report_sha256": report_sha256,
-            "backend": self.backend,
-            "model": self.model,
-            "entities": self.entities,
-            "unmapped": self.unmapped,
-            "error": self.error,
-        }
-
-
-def decode_report(report: ReportInput) -> Tuple[str, bytes]:
-    """``(text, raw_bytes)`` of a report given as str, bytes or None.
-
-    Bytes are decoded as UTF-8, else as Windows-1252, else as Latin-1 (which never fails), so reports
-    written in a legacy encoding still read correctly. ``raw_bytes`` is what the report's sha256 is
-    computed over: the bytes as given, or the UTF-8 encoding of a str (lone surrogates from
-    ``surrogateescape`` decoding are turned back into the original bytes). The returned text never
-    contains lone surrogates.
-    """
-    if report is None:
-        return "", b""
-    if isinstance(report, str):
-        try:
-            return report, report.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates: bytes that were escaped when the text was read
-            try:
-                report = report.encode("utf-8", "surrogateescape")
-            except UnicodeEncodeError:
-                raw = report.encode("utf-8", "surrogatepass")
-                return raw.decode("utf-8", "replace"), raw
-    if not isinstance(report, (bytes, bytearray)):
-        raise TypeError(f"a report must be str, bytes or None, got {type(report).__name__}")
-    raw = bytes(report)
-    for encoding in ("utf-8", "cp1252"):
-        try:
-            return raw.decode(encoding), raw
-        except UnicodeDecodeError:
-            continue
-    return raw.decode("latin-1"), raw
-
-
-def report_sha256(report: ReportInput) -> str:
-    """Hex sha256 of a report (see :func:`decode_report` for which bytes)."""
-    return hashlib.sha256(decode_report(report)[1]).hexdigest()
 
 
 class LexiconBackend:
@@ -137,7 +60,7 @@ def create_backend(backend: str = "lexicon", **kwargs):
     ``"lexicon"`` takes ``vocabulary``; ``"transformers"`` takes ``model`` (path or loaded model),
     ``tokenizer``, ``batch_size``, ``max_new_tokens``, ``device``, ``dtype``...; ``"openai"`` takes
     ``model``, ``base_url``, ``api_key``, ``concurrency``, ``timeout``, ``max_retries``... (see
-    :mod:`processing.extraction_llm`). The LLM backends also take ``similarity_threshold``,
+    :mod:`processing.reports.llm`). The LLM backends also take ``similarity_threshold``,
     ``use_encoder``, ``include_vocabulary``, ``mapper`` and ``vocabulary``.
     """
     key = str(backend).strip().lower()
@@ -147,14 +70,10 @@ def create_backend(backend: str = "lexicon", **kwargs):
             raise TypeError(f"the lexicon backend takes no argument(s) {sorted(unknown)}")
         return LexiconBackend(kwargs.get("vocabulary"))
     if key == "transformers":
-        from .extraction_llm import TransformersBackend
-
         if "model" not in kwargs:
             raise TypeError("the transformers backend needs model= (a local model folder or a loaded causal LM)")
         return TransformersBackend(kwargs.pop("model"), kwargs.pop("tokenizer", None), **kwargs)
     if key == "openai":
-        from .extraction_llm import OpenAIBackend
-
         if not kwargs.get("model"):
             raise TypeError("the openai backend needs model= (the model name the server serves)")
         return OpenAIBackend(kwargs.pop("model"), **kwargs)

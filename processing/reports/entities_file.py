@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple, Union
 
-from .entity_extraction import ExtractionResult, ReportInput, decode_report
+from .result import ExtractionResult, ReportInput, decode_report
 
 REQUIRED_FIELDS = ("record_id", "report_sha256", "backend", "model", "entities", "error")
 PathLike = Union[str, os.PathLike]

@@ -1,0 +1,85 @@
+"""The pre-training dataset, its epoch-seeded sampler and the lead-subset augmentation.
+
+Every random choice (data order, which leads a record is shown with) depends only on the seed, the
+epoch and the record, never on worker processes or on where a run was resumed, so a resumed run
+sees exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def random_lead_subset(rng: np.random.Generator, leads: list) -> list:
+    """Which leads to keep: lead I alone, the six limb leads, or a random non-empty subset."""
+    choice = rng.integers(3)
+    if choice == 0 and "I" in leads:
+        return ["I"]
+    if choice == 1:
+        limb = [lead for lead in leads if lead in ("I", "II", "III", "aVR", "aVL", "aVF")]
+        if limb:
+            return limb
+    keep = [lead for lead in leads if rng.random() < 0.5]
+    return keep or [leads[int(rng.integers(len(leads)))]]
+
+
+class PretrainingDataset(torch.utils.data.Dataset):
+    """Training rows with their targets; batches are decoded and feature-extracted together.
+
+    Augmentation randomness depends only on (seed, epoch, record), never on worker or resume state,
+    so a resumed run sees exactly the batches an uninterrupted run would have seen.
+    """
+
+    def __init__(self, split, rows, targets, feature_extractor, seed, lead_subset_prob):
+        self.split, self.rows, self.targets = split, rows, targets
+        self.feature_extractor, self.seed, self.lead_subset_prob = feature_extractor, seed, lead_subset_prob
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices):
+        batch = self.split[[int(self.rows[i]) for i in indices]]
+        records = []
+        for k, i in enumerate(indices):
+            signal, leads = np.asarray(batch["signal"][k]), list(batch["lead_names"][k])
+            rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+            if self.lead_subset_prob > 0 and rng.random() < self.lead_subset_prob:
+                keep = random_lead_subset(rng, leads)
+                signal = signal[[leads.index(lead) for lead in keep]]
+                leads = keep
+            records.append({"signal": signal, "sampling_rate": int(batch["sampling_rate"][k]), "lead_names": leads,
+                            "record_id": batch["record_id"][k]})
+        features = self.feature_extractor(records, return_tensors="pt")
+        features["labels"] = torch.from_numpy(self.targets[list(indices)])
+        return dict(features)
+
+
+def identity_collate(batch):
+    return batch
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A permutation of the rows that depends only on (seed, epoch)."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(np.random.default_rng([self.seed, self.epoch]).permutation(self.size).tolist())
+
+    def __len__(self):
+        return self.size
+
+
+__all__ = ["EpochSampler", "PretrainingDataset", "identity_collate", "random_lead_subset"]

@@ -1,0 +1,143 @@
+"""Pre-training targets: entity lines of the training records -> a multi-label matrix over concepts,
+and the query texts each concept is trained with.
+
+Present is positive; absent (the report denies it) and not mentioned are negative; uncertain is
+configurable (``ignore`` masks it out of the loss with -100). A concept mentioned twice keeps its
+strongest statement (present > uncertain > absent). The concepts seen at least ``min_count`` times
+form the training vocabulary, most frequent first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import PretrainingError
+
+UNCERTAIN_POLICIES = ("ignore", "positive", "negative")
+QUERY_VARIANTS = ("description", "name", "synonyms")
+IGNORE_INDEX = -100  # the model's loss ignores these pairs (SuPreMEModel.compute_loss)
+
+
+def record_ids(split) -> list:
+    """The record_id column without decoding signals."""
+    return list(split.with_format(None)["record_id"])
+
+
+def load_entities(path: str) -> dict:
+    """record_id -> entities line; clear errors for a missing, empty or unreadable file."""
+    from processing.reports.entities_file import read_entities_file
+
+    if not path or not os.path.isfile(path):
+        raise PretrainingError(f"entities file {path!r} not found; create it with examples/extract_entities.py")
+    if os.path.getsize(path) == 0:
+        raise PretrainingError(f"entities file {path} is empty; run examples/extract_entities.py on the training corpus")
+    try:
+        lines = read_entities_file(path)
+    except ValueError as err:
+        raise PretrainingError(f"entities file {path} is not valid: {err}") from None
+    if not lines:
+        raise PretrainingError(f"entities file {path} holds no records")
+    return lines
+
+
+@dataclass
+class TrainingTargets:
+    concepts: list  # concept names, in target order
+    counts: list  # positives per concept among the used training records
+    rows: np.ndarray  # indices into the training split
+    targets: np.ndarray  # (rows, concepts) float32 in {0, 1, IGNORE_INDEX}
+    report: dict  # what was dropped and why
+
+
+def build_targets(train_ids, all_ids, entities, min_count, uncertain="ignore", allow_unknown=False) -> TrainingTargets:
+    """Turn entity lines into a multi-label target matrix over the frequent concepts."""
+    if uncertain not in UNCERTAIN_POLICIES:
+        raise PretrainingError(f"--uncertain must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}")
+    all_ids = set(all_ids)
+    unknown = [rid for rid in entities if rid not in all_ids]
+    if unknown and len(unknown) == len(entities):
+        raise PretrainingError(
+            f"none of the {len(entities)} records in the entities file belongs to this corpus (for example "
+            f"{unknown[:3]}, while the corpus has ids like {sorted(all_ids)[:3]}); was it extracted from another dataset?"
+        )
+    if unknown and not allow_unknown:
+        raise PretrainingError(
+            f"{len(unknown)} of {len(entities)} entity lines name records the corpus does not have (for example "
+            f"{unknown[:3]}); extract entities from the same corpus, or pass --allow_unknown_entity_records if these "
+            "records were left out on purpose (e.g. skipped as unreadable)"
+        )
+    statuses_by_row, rows, missing, errors = [], [], 0, 0
+    for row, rid in enumerate(train_ids):
+        line = entities.get(rid)
+        if line is None:
+            missing += 1
+            continue
+        if line.get("error"):
+            errors += 1
+            continue
+        status = {}
+        for entity in line.get("entities") or []:
+            concept, state = entity.get("concept"), entity.get("status")
+            # A concept mentioned twice keeps its strongest statement: present > uncertain > absent.
+            rank = {"absent": 0, "uncertain": 1, "present": 2}.get(state, -1)
+            if concept and rank > {"absent": 0, "uncertain": 1, "present": 2}.get(status.get(concept), -1):
+                status[concept] = state
+        statuses_by_row.append(status)
+        rows.append(row)
+    if not rows:
+        raise PretrainingError(
+            f"no training record has a usable entities line ({missing} without a line, {errors} with an extraction error)"
+        )
+    counts = Counter()
+    for status in statuses_by_row:
+        counts.update(c for c, s in status.items() if s == "present" or (s == "uncertain" and uncertain == "positive"))
+    concepts = sorted((c for c, n in counts.items() if n >= min_count), key=lambda c: (-counts[c], c))
+    if not concepts:
+        best = counts.most_common(3)
+        raise PretrainingError(
+            f"no concept is positive in at least {min_count} of the {len(rows)} training records "
+            f"(most frequent: {best or 'none'}); lower --min_concept_count or check the entities file"
+        )
+    index = {c: i for i, c in enumerate(concepts)}
+    targets = np.zeros((len(rows), len(concepts)), dtype=np.float32)
+    value = {"present": 1.0, "absent": 0.0, "uncertain": {"ignore": IGNORE_INDEX, "positive": 1.0, "negative": 0.0}[uncertain]}
+    for r, status in enumerate(statuses_by_row):
+        for concept, state in status.items():
+            if concept in index and state in value:
+                targets[r, index[concept]] = value[state]
+    report = {"training_records": len(train_ids), "used_records": len(rows), "records_without_entities": missing,
+              "records_with_extraction_error": errors, "unknown_entity_records": len(unknown),
+              "concepts_seen": len(counts), "concepts_kept": len(concepts), "min_concept_count": min_count}
+    return TrainingTargets(concepts, [counts[c] for c in concepts], np.asarray(rows), targets, report)
+
+
+def concept_query_texts(concepts, variants=("description", "name")):
+    """Per concept, the texts sampled as its query: the vocabulary's description, its name and/or its
+    spelled-out synonyms. The first text of each concept (the description) is its canonical query."""
+    from processing.concepts.vocabulary import load_concept_vocabulary
+
+    vocab = load_concept_vocabulary()
+    texts = []
+    for name in concepts:
+        concept = vocab.get(name) if name in vocab else None
+        options = []
+        for variant in variants:
+            if variant == "description" and concept is not None and concept.description:
+                options.append(concept.description)
+            elif variant == "name":
+                options.append(name)
+            elif variant == "synonyms" and concept is not None:
+                # Spelled-out synonyms only: abbreviations ("lbbb", "sr") say little to a text encoder.
+                options.extend(s for s in concept.synonyms if len(s) > 5 and " " in s)
+            elif variant not in QUERY_VARIANTS:
+                raise PretrainingError(f"unknown query text variant {variant!r}; choose from {', '.join(QUERY_VARIANTS)}")
+        unique = list(dict.fromkeys(options))
+        texts.append(unique or [name])
+    return texts
+
+
+__all__ = ["IGNORE_INDEX", "QUERY_VARIANTS", "UNCERTAIN_POLICIES", "TrainingTargets", "build_targets", "concept_query_texts", "load_entities", "record_ids"]
