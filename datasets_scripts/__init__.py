@@ -2,9 +2,10 @@
 reader of :mod:`processing.ecg`.
 
 Modules: ``builder`` (the shared ``GeneratorBasedBuilder``), ``splits``, ``fingerprints`` (cache
-keys), ``encoding`` (stored columns), ``labels`` (corpus codes -> concept names), ``loading``
+keys), ``encoding`` (the native columns), ``labels`` (corpus codes -> concept names), ``loading``
 (``load_ecg_dataset``, corpus names), ``reports`` (report text without reading signals),
-``testing`` (small corpora in each corpus's exact layout, for tests and benchmarks).
+``publishing`` (Parquet export and Hub push with a dataset card), ``testing`` (small corpora in
+each corpus's exact layout, for tests and benchmarks).
 Names are imported lazily so that reading one record does not import every builder.
 """
 
@@ -17,8 +18,12 @@ _EXPORTS = {
     "get_builder_class": "loading",
     "canonical_corpus_name": "loading",
     "parse_corpus_args": "loading",
-    "ECGDecoder": "encoding",
-    "set_ecg_format": "encoding",
+    "ecg_features": "encoding",
+    "class_names_of": "encoding",
+    "add_millivolts": "encoding",
+    "export_ecg_dataset": "publishing",
+    "push_ecg_dataset": "publishing",
+    "dataset_card": "publishing",
     "iter_reports": "reports",
     **_READER,
 }

@@ -10,9 +10,18 @@ A corpus module subclasses :class:`ECGBuilder` and implements
   what the dataset holds (hashed into the cache key);
 - optionally ``_read_entry(self, entry)`` when records are not WFDB files.
 
+- ``label_classes(self) -> list[str]``: the class list of the configuration (``ClassLabel`` names
+  of ``label_ids`` and the order of ``multi_hot``); by default ``class_names()`` where the corpus
+  defines one;
+- ``fixed_num_samples(self) -> int | None``: samples per lead where every record of the
+  configuration has one length (stored as a fixed ``Array2D``), else ``None``;
+- the class attributes ``CORPUS_DESCRIPTION``, ``CITATION``, ``HOMEPAGE`` and ``LICENSE`` (a
+  :class:`CorpusLicense`), which go into ``info`` and the dataset card.
+
 Common config arguments (every builder, see :class:`ECGBuilderConfig`): ``sampling_rate``,
 ``split_file``, ``on_error``, ``nan_policy``, ``max_nan_fraction``, ``validation_fraction``,
-``test_fraction``, ``reorder_leads``, ``unmapped_codes``, ``source_fingerprint`` (computed).
+``test_fraction``, ``reorder_leads``, ``unmapped_codes``, ``signal_storage``,
+``source_fingerprint`` (computed). The columns: :mod:`datasets_scripts.encoding`.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from processing.ecg.ecg_leads import STANDARD_12_LEADS
 
 from processing.ecg.wfdb_reader import DigitalRecord, RecordError, read_digital
 
-from .encoding import encode_digital, stored_features
+from .encoding import NUM_LEADS, check_storage, ecg_features, encode_labels, encode_signal
 from .fingerprints import file_fingerprint, vocabulary_fingerprint
 from .splits import SPLITS, apply_split_file
 
@@ -45,7 +54,22 @@ SUMMARY_JSON = "ecg_summary.json"
 SKIPPED_CSV = "skipped_records.csv"
 _PART_PREFIX = "_ecg_issues-"
 # Part of the cache key together with a hash of the builder modules' source code.
-CODE_VERSION = "1"
+CODE_VERSION = "2"
+
+
+@dataclass(frozen=True)
+class CorpusLicense:
+    """A corpus's licence: the Hub's licence identifier, its name and where its text is."""
+
+    hub_id: str  # the `license` of a Hub dataset card: "cc-by-4.0", "odbl", "apache-2.0" or "other"
+    name: str
+    link: str
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.link})"
+
+
+CC_BY_4 = CorpusLicense("cc-by-4.0", "Creative Commons Attribution 4.0 International", "https://creativecommons.org/licenses/by/4.0/")
 
 
 @dataclass
@@ -86,6 +110,10 @@ class ECGBuilderConfig(datasets.BuilderConfig):
         unmapped_codes: a diagnosis code that has no concept in the vocabulary: ``"raise"``
             (default; the error lists every such code) or ``"drop"`` (the code is left out of the
             labels and counted in the summary file).
+        signal_storage: ``"float32"`` (default): the ``signal`` column in millivolts. ``"int16"``:
+            the compact storage for MIMIC-size corpora, ``signal_int16`` (counts) and ``signal_gain``
+            (counts per mV per lead) instead, at half the size; ``signal = signal_int16 /
+            signal_gain[:, None]`` (see :mod:`datasets_scripts.encoding`).
         source_fingerprint: hash of the source metadata, the split file, the concept vocabulary
             and the builder code version. Computed when the builder is created; it is part of the
             cache key, so an edited metadata file is never served from a stale cache.
@@ -100,6 +128,7 @@ class ECGBuilderConfig(datasets.BuilderConfig):
     test_fraction: float = 0.1
     reorder_leads: bool = True
     unmapped_codes: str = "raise"
+    signal_storage: str = "float32"
     source_fingerprint: Optional[str] = None
 
 
@@ -112,6 +141,7 @@ class ECGBuilder(datasets.GeneratorBasedBuilder):
     CORPUS_DESCRIPTION = ""
     CITATION = ""
     HOMEPAGE = ""
+    LICENSE: CorpusLicense = CC_BY_4
 
     def __init__(self, *args, **kwargs):
         data_dir = kwargs.get("data_dir")
@@ -138,6 +168,17 @@ class ECGBuilder(datasets.GeneratorBasedBuilder):
     def _fingerprint_sources(self, data_dir: Optional[str], kwargs: dict) -> List[str]:
         """Strings (file hashes, parameters) that decide the dataset's content besides the config."""
         raise NotImplementedError
+
+    def label_classes(self) -> List[str]:
+        """The configuration's classes: the names of ``label_ids`` and the order of ``multi_hot``."""
+        class_names = getattr(self, "class_names", None)
+        if class_names is None:
+            raise NotImplementedError(f"{type(self).__name__} must define label_classes() or class_names()")
+        return list(class_names())
+
+    def fixed_num_samples(self) -> Optional[int]:
+        """Samples per lead where every record has one length (a fixed ``Array2D``); ``None``: variable."""
+        return None
 
     # -- shared machinery -----------------------------------------------------------------------
 
@@ -175,6 +216,7 @@ class ECGBuilder(datasets.GeneratorBasedBuilder):
             )
         if c.sampling_rate is not None and (int(c.sampling_rate) != c.sampling_rate or c.sampling_rate <= 0):
             raise ValueError(f"sampling_rate must be a positive integer, got {c.sampling_rate!r}")
+        check_storage(c.signal_storage)
 
     def _compute_fingerprint(self, kwargs: dict) -> str:
         h = hashlib.sha256()
@@ -205,9 +247,13 @@ class ECGBuilder(datasets.GeneratorBasedBuilder):
         return h.hexdigest()
 
     def _info(self) -> datasets.DatasetInfo:
+        # Called by datasets' __init__ before _validate_config: check what the features depend on.
+        check_storage(self.config.signal_storage)
+        self._classes = self.label_classes()
+        features = ecg_features(self._classes, self.fixed_num_samples(), self.config.signal_storage)
         return datasets.DatasetInfo(
-            description=self.CORPUS_DESCRIPTION, features=stored_features(), citation=self.CITATION,
-            homepage=self.HOMEPAGE,
+            description=self.CORPUS_DESCRIPTION, features=features, citation=self.CITATION,
+            homepage=self.HOMEPAGE, license=str(self.LICENSE),
         )
 
     def _split_generators(self, dl_manager) -> List[datasets.SplitGenerator]:
@@ -270,6 +316,13 @@ class ECGBuilder(datasets.GeneratorBasedBuilder):
                 digital = digital[order]
                 gain = gain[order]
                 leads = [leads[i] for i in order]
+        fixed = self.fixed_num_samples()
+        if fixed and tuple(digital.shape) != (NUM_LEADS, fixed):
+            raise RecordError(
+                f"record {entry.record_id} ({entry.source}): {digital.shape[0]} leads x {digital.shape[1]} samples at "
+                f"{fs} Hz, but {self._corpus_name()} stores exactly {NUM_LEADS} x {fixed} per record (a fixed-shape "
+                "signal column); pass on_error='skip' to leave such records out"
+            )
         example = {
             "record_id": entry.record_id,
             "patient_id": entry.patient_id,
@@ -278,7 +331,8 @@ class ECGBuilder(datasets.GeneratorBasedBuilder):
             "report": entry.report or "",
             "labels": list(entry.labels),
         }
-        example.update(encode_digital(digital, gain))
+        example.update(encode_signal(digital, gain, self.config.signal_storage))
+        example.update(encode_labels(entry.labels, self._classes, where=f"{self._corpus_name()} record {entry.record_id}"))
         return example
 
     def _target_rate(self, rec: DigitalRecord) -> Optional[int]:

@@ -1,35 +1,55 @@
-"""Compact Arrow storage of ECG signals and the transform that decodes them to float32 millivolts.
+"""The columns of every ECG dataset: native ``datasets`` features that pyarrow, pandas, Parquet and a
+plain ``datasets`` install read without this package.
 
-Storage (what the Arrow cache holds per record)
------------------------------------------------
-=================  =======================  ====================================================
-column             Arrow type               meaning
-=================  =======================  ====================================================
-``record_id``      string                   corpus-unique id
-``patient_id``     string (nullable)        patient id where the corpus has one
-``signal_int16``   binary                   int16 little-endian samples, lead-major (all samples
-                                            of the first lead, then the next lead, ...)
-``signal_gain``    list<float64>            counts per millivolt, one per lead
-``num_samples``    int32                    samples per lead
-``lead_names``     list<string>             canonical lead names, same order as the samples
-``sampling_rate``  int32                    Hz
-``report``         string                   free text ("" where none)
-``labels``         list<string>             concept names of the configuration's label set
-=================  =======================  ====================================================
+Columns
+-------
+=================  =================================================  ===========================================
+column             feature                                            meaning
+=================  =================================================  ===========================================
+``record_id``      ``Value("string")``                                corpus-unique id
+``patient_id``     ``Value("string")`` (null where unknown)           for patient-level splits
+``signal``         ``Array2D((12, samples), "float32")`` where the    millivolts, leads x samples (the data
+                   corpus has a fixed length, else                    contract); equal to ``wfdb.rdsamp`` within
+                   ``List(List(Value("float32")))``                   float32
+``lead_names``     ``List(Value("string"))``                          canonical names, in the order of the leads
+``sampling_rate``  ``Value("int32")``                                 Hz
+``report``         ``Value("string")``                                free text ("" where none)
+``labels``         ``List(Value("string"))``                          concept names of the label set
+``label_ids``      ``List(ClassLabel(names=class names))``            the same labels as class indices: the
+                                                                      class list lives in the features
+``multi_hot``      ``List(Value("float32"), length=classes)``         1.0 where the class is in ``labels``
+=================  =================================================  ===========================================
 
-``signal (mV) = signal_int16 / signal_gain``. WFDB sources keep their own ADC counts (baseline
-subtracted), so the cache holds exactly the source's information in the source's 2 bytes per
-sample; float sources (CPSC2018 ``.mat``, the synthetic corpus, resampled records) are quantised
-at 1000 counts/mV (1 microvolt), lowering the gain of a lead only if its amplitude would not fit
-into int16. A record whose baseline-subtracted counts do not fit into int16 is re-quantised the
-same way.
+``features["label_ids"].feature.names`` is the class list; ``multi_hot[k] == 1`` exactly when that
+list's class ``k`` is in ``labels``. Corpora without labels (MIMIC-IV-ECG) have an empty class list
+and an empty ``multi_hot``.
 
-Reading: :class:`ECGDecoder` is a batch transform (``Dataset.set_transform``) that turns the
-stored columns into the data contract's ``signal`` (float32, shape (leads, samples), mV) and drops
-``signal_int16``/``signal_gain``/``num_samples``. It works on whole batches with numpy, so reading
-batches of 64 through it costs about as much as reading the raw bytes. Use
-:func:`set_ecg_format` (or ``load_ecg_dataset``, which applies it) rather than
-``with_format("torch")``, which would return the raw stored columns.
+Why two signal types (measured with ``benchmarks/bench_datasets.py``): ``datasets`` 5.2 allows a
+dynamic size only on the FIRST dimension of an ``Array2D``, and the contract puts leads first. For a
+corpus whose records all have one length (PTB-XL 10 s, MIMIC-IV-ECG 10 s, CSN 10 s, the synthetic
+corpus), a fixed ``Array2D`` is read as one reshape (batches of 64 several times faster than the
+nested-list type, and faster than the old binary column with its decoding transform). CPSC2018
+(6-60 s) and the mixed Challenge tranches need ``List(List(float32))``: the same Arrow storage
+(``list<list<float>>``, so ``cast_column`` between the two is free), read more slowly because
+``datasets`` converts nested lists row by row. A record of another length or lead count in a
+fixed-length corpus is an unreadable record (``RecordError``, raised or skipped by ``on_error``).
+
+Compact storage (``signal_storage="int16"``, a builder option for MIMIC-size corpora): ``signal`` is
+replaced by ``signal_int16`` (the same shapes as int16 counts) and ``signal_gain``
+(``List(Value("float64"))``, counts per mV, one per lead), 2 bytes a sample like the WFDB files
+instead of 4. One line gives millivolts, exactly the values of the float32 storage::
+
+    signal = (np.asarray(row["signal_int16"]) / np.asarray(row["signal_gain"])[:, None]).astype(np.float32)
+
+or :func:`processing.ecg.data_collator.row_signal` (which the data collator uses), or
+``ds.map(add_millivolts, batched=True)`` to add the ``signal`` column.
+
+Values: WFDB sources keep their own ADC counts (baseline subtracted) and ``signal = counts / gain``
+is computed in float64 and rounded once to float32, as the reader does. Float sources (CPSC2018
+``.mat``, the synthetic corpus) and resampled records are quantised at 1000 counts/mV (1 microvolt)
+first, lowering a lead's gain only where its amplitude would not fit into int16. Both storages then
+hold the same values, except for a lead whose source counts exceed int16 (rare: 24-bit sources),
+which only the compact storage re-quantises.
 """
 
 from __future__ import annotations
@@ -38,52 +58,125 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-STORED_SIGNAL_COLUMNS = ("signal_int16", "signal_gain", "num_samples")
+from processing.ecg.data_collator import counts_to_millivolts
+
+SIGNAL_STORAGES = ("float32", "int16")
+COMPACT_SIGNAL_COLUMNS = ("signal_int16", "signal_gain")
 CONTRACT_COLUMNS = ("record_id", "patient_id", "signal", "lead_names", "sampling_rate", "report", "labels")
+LABEL_COLUMNS = ("labels", "label_ids", "multi_hot")
+NUM_LEADS = 12
 FLOAT_SOURCE_GAIN = 1000.0  # counts per mV for float sources (1 microvolt resolution)
 _INT16_MAX = 32767
 
 
-def stored_features():
-    """The ``datasets.Features`` of the Arrow cache (see the module docstring)."""
+def signal_feature(num_samples: Optional[int], dtype: str = "float32", num_leads: int = NUM_LEADS):
+    """``Array2D((num_leads, num_samples), dtype)`` for a fixed length, else ``List(List(Value(dtype)))``."""
     import datasets
 
+    if num_samples:
+        return datasets.Array2D(shape=(int(num_leads), int(num_samples)), dtype=dtype)
+    return datasets.List(datasets.List(datasets.Value(dtype)))
+
+
+def ecg_features(class_names: Sequence[str], num_samples: Optional[int] = None, signal_storage: str = "float32"):
+    """The ``datasets.Features`` of a corpus configuration (see the module docstring).
+
+    Args:
+        class_names: the label set's classes (the ``ClassLabel`` names and the ``multi_hot`` order).
+        num_samples: samples per lead where every record has this length (a fixed ``Array2D``),
+            ``None`` for variable-length corpora.
+        signal_storage: ``"float32"`` (``signal`` in mV) or ``"int16"`` (``signal_int16`` + ``signal_gain``).
+    """
+    import datasets
+
+    check_storage(signal_storage)
+    names = list(class_names)
+    if len(set(names)) != len(names):
+        raise ValueError(f"class names must be distinct, got duplicates {sorted({n for n in names if names.count(n) > 1})}")
+    if signal_storage == "float32":
+        signal = {"signal": signal_feature(num_samples, "float32")}
+    else:
+        signal = {"signal_int16": signal_feature(num_samples, "int16"),
+                  "signal_gain": datasets.List(datasets.Value("float64"))}
+    # A fixed-size list cannot have length 0 in Arrow: corpora without classes get a variable one.
+    multi_hot = datasets.List(datasets.Value("float32"), length=len(names)) if names else datasets.List(datasets.Value("float32"))
     return datasets.Features(
         {
             "record_id": datasets.Value("string"),
             "patient_id": datasets.Value("string"),
-            "signal_int16": datasets.Value("binary"),
-            "signal_gain": datasets.List(datasets.Value("float64")),
-            "num_samples": datasets.Value("int32"),
+            **signal,
             "lead_names": datasets.List(datasets.Value("string")),
             "sampling_rate": datasets.Value("int32"),
             "report": datasets.Value("string"),
             "labels": datasets.List(datasets.Value("string")),
+            "label_ids": datasets.List(datasets.ClassLabel(names=names)),
+            "multi_hot": multi_hot,
         }
     )
 
 
-def encode_digital(digital: np.ndarray, gain: np.ndarray) -> Dict[str, object]:
-    """Stored columns for integer samples (leads, samples) with counts-per-mV ``gain`` per lead."""
+def check_storage(signal_storage: str) -> None:
+    if signal_storage not in SIGNAL_STORAGES:
+        raise ValueError(f"signal_storage must be one of {SIGNAL_STORAGES}, got {signal_storage!r}")
+
+
+def array_columns(features) -> List[str]:
+    """The numeric array columns of a dataset's features (formatted by ``with_format``)."""
+    return [c for c in ("signal", "signal_int16", "signal_gain", "multi_hot") if c in features]
+
+
+def class_names_of(features) -> List[str]:
+    """The class list of a dataset built here (``features["label_ids"].feature.names``)."""
+    if "label_ids" not in features:
+        raise ValueError(f"these features have no 'label_ids' column (columns: {sorted(features)}); not an ECG dataset of datasets_scripts")
+    return list(features["label_ids"].feature.names)
+
+
+def int16_counts(digital: np.ndarray, gain: np.ndarray):
+    """``(counts int16, gain float64)`` for integer samples (leads, samples) with counts-per-mV ``gain``.
+
+    Leads whose counts do not fit into int16 are re-quantised with a proportionally lower gain.
+    """
     digital = np.asarray(digital)
     gain = np.asarray(gain, dtype=np.float64)
     if digital.ndim != 2 or gain.shape != (digital.shape[0],):
         raise ValueError(f"expected samples (leads, samples) and one gain per lead, got {digital.shape} and {gain.shape}")
     if digital.dtype == np.int16 and (digital.size == 0 or digital.min() > -32768):
-        stored = digital
-    else:
-        peak = np.abs(digital.astype(np.int64)).max(axis=1) if digital.size else np.zeros(len(gain), np.int64)
-        if np.all(peak <= _INT16_MAX):
-            stored = digital.astype(np.int16)
-        else:  # re-quantise the leads that do not fit
-            scale = np.where(peak > _INT16_MAX, _INT16_MAX / np.maximum(peak, 1), 1.0)
-            stored = np.rint(digital * scale[:, None]).astype(np.int16)
-            gain = gain * scale
-    return {
-        "signal_int16": np.ascontiguousarray(stored, dtype="<i2").tobytes(),
-        "signal_gain": gain.tolist(),
-        "num_samples": int(stored.shape[1]),
-    }
+        return digital, gain
+    peak = np.abs(digital.astype(np.int64)).max(axis=1) if digital.size else np.zeros(len(gain), np.int64)
+    if np.all(peak <= _INT16_MAX):
+        return digital.astype(np.int16), gain
+    scale = np.where(peak > _INT16_MAX, _INT16_MAX / np.maximum(peak, 1), 1.0)
+    return np.rint(digital * scale[:, None]).astype(np.int16), gain * scale
+
+
+def encode_signal(digital: np.ndarray, gain: np.ndarray, signal_storage: str = "float32") -> Dict[str, object]:
+    """The stored signal column(s) of one record from its integer samples and per-lead gains."""
+    check_storage(signal_storage)
+    if signal_storage == "int16":
+        counts, gain = int16_counts(digital, gain)
+        return {"signal_int16": counts, "signal_gain": gain}
+    digital = np.asarray(digital)
+    gain = np.asarray(gain, dtype=np.float64)
+    if digital.ndim != 2 or gain.shape != (digital.shape[0],):
+        raise ValueError(f"expected samples (leads, samples) and one gain per lead, got {digital.shape} and {gain.shape}")
+    return {"signal": counts_to_millivolts(digital, gain)}
+
+
+def encode_labels(labels: Sequence[str], class_names: Sequence[str], where: str = "") -> Dict[str, object]:
+    """``label_ids`` and ``multi_hot`` of one record's concept names; a name outside the class list is an error."""
+    index = {name: k for k, name in enumerate(class_names)}
+    ids = []
+    for name in labels:
+        if name not in index:
+            raise ValueError(
+                f"{where}: label {name!r} is not one of the configuration's {len(index)} classes; the class list "
+                "(class_names / label_classes of the builder) must cover every label the index emits"
+            )
+        ids.append(index[name])
+    multi_hot = np.zeros(len(index), dtype=np.float32)
+    multi_hot[ids] = 1.0
+    return {"label_ids": ids, "multi_hot": multi_hot}
 
 
 def quantize_physical(signal_mv: np.ndarray, gain: float = FLOAT_SOURCE_GAIN):
@@ -98,93 +191,12 @@ def quantize_physical(signal_mv: np.ndarray, gain: float = FLOAT_SOURCE_GAIN):
     return np.rint(x * gains[:, None]).astype(np.int16), gains
 
 
-def encode_physical(signal_mv: np.ndarray, gain: float = FLOAT_SOURCE_GAIN) -> Dict[str, object]:
-    digital, gains = quantize_physical(signal_mv, gain)
-    return encode_digital(digital, gains)
+def add_millivolts(batch: Dict[str, list]) -> Dict[str, list]:
+    """``Dataset.map(add_millivolts, batched=True)``: the ``signal`` column (float32 mV) of the compact storage."""
+    return {"signal": [counts_to_millivolts(c, g) for c, g in zip(batch["signal_int16"], batch["signal_gain"])]}
 
 
-def decode_signal(raw: bytes, gain: Sequence[float], num_samples: int) -> np.ndarray:
-    """float32 mV, shape (leads, samples), from one record's stored columns."""
-    gain = np.asarray(gain, dtype=np.float32)
-    counts = np.frombuffer(raw, dtype="<i2").reshape(len(gain), int(num_samples))
-    return np.divide(counts, gain[:, None], dtype=np.float32)
-
-
-class ECGDecoder:
-    """Batch transform for ``Dataset.set_transform``: stored columns -> the data contract.
-
-    Args:
-        output: ``"numpy"`` (signal as float32 arrays; other fields as Python values) or
-            ``"torch"`` (signal as float32 tensors; ``sampling_rate`` as an int64 tensor).
-            Signals of equal shape in a batch are stacked to one (batch, leads, samples) array.
-        columns: the contract columns to return (default: all that the dataset has).
-    """
-
-    def __init__(self, output: str = "numpy", columns: Optional[Sequence[str]] = None):
-        if output not in ("numpy", "torch"):
-            raise ValueError(f"ECGDecoder output must be 'numpy' or 'torch', got {output!r}")
-        self.output = output
-        self.columns = tuple(columns) if columns is not None else None
-
-    def __repr__(self) -> str:
-        return f"ECGDecoder(output={self.output!r})"
-
-    def __call__(self, batch: Dict[str, List]) -> Dict[str, object]:
-        out: Dict[str, object] = {}
-        wanted = self.columns
-        for key, value in batch.items():
-            if key in STORED_SIGNAL_COLUMNS:
-                continue
-            if wanted is None or key in wanted:
-                out[key] = value
-        if "signal_int16" in batch and (wanted is None or "signal" in wanted):
-            out["signal"] = self._signals(batch["signal_int16"], batch["signal_gain"], batch["num_samples"])
-        if self.output == "torch" and "sampling_rate" in out:
-            import torch
-
-            out["sampling_rate"] = torch.as_tensor(np.asarray(out["sampling_rate"], dtype=np.int64))
-        return out
-
-    def _signals(self, raws, gains, lengths):
-        n = len(raws)
-        shapes = {(len(g), int(s)) for g, s in zip(gains, lengths)}
-        if n and len(shapes) == 1:
-            leads, samples = shapes.pop()
-            counts = np.frombuffer(b"".join(raws), dtype="<i2").reshape(n, leads, samples)
-            g = np.asarray(gains, dtype=np.float32)
-            signals = np.divide(counts, g[:, :, None], dtype=np.float32)
-            if self.output == "torch":
-                import torch
-
-                return torch.from_numpy(signals)
-            return signals
-        decoded = [decode_signal(r, g, s) for r, g, s in zip(raws, gains, lengths)]
-        if self.output == "torch":
-            import torch
-
-            return [torch.from_numpy(x) for x in decoded]
-        return decoded
-
-
-def set_ecg_format(dataset, output: str = "numpy", columns: Optional[Sequence[str]] = None):
-    """Decode ``dataset`` (a Dataset or DatasetDict from these builders) on access; returns it.
-
-    In place, like ``set_transform``. For an ``IterableDataset`` use :func:`decode_example` with
-    ``.map``.
-    """
-    decoder = ECGDecoder(output=output, columns=columns)
-    if hasattr(dataset, "set_transform"):
-        dataset.set_transform(decoder)
-        return dataset
-    if hasattr(dataset, "values"):
-        for split in dataset.values():
-            split.set_transform(decoder)
-        return dataset
-    raise TypeError(f"set_ecg_format needs a datasets.Dataset or DatasetDict, got {type(dataset).__name__}")
-
-
-def decode_example(example: Dict[str, object]) -> Dict[str, object]:
-    """One stored example -> the data contract (``signal`` as float32 numpy); for streaming ``.map``."""
-    out = {k: v for k, v in example.items() if k not in STORED_SIGNAL_COLUMNS}
-    out["signal"] = decode_signal(example["signal_int16"], example["signal_gain"], example["num_samples"])
-    return out
+__all__ = [
+    "CONTRACT_COLUMNS", "SIGNAL_STORAGES", "add_millivolts", "array_columns", "class_names_of", "ecg_features",
+    "encode_labels", "encode_signal", "int16_counts", "quantize_physical", "signal_feature",
+]

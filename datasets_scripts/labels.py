@@ -23,6 +23,18 @@ def load_vocabulary():
     return load_concept_vocabulary()
 
 
+def snomed_concept_names(vocabulary=None) -> List[str]:
+    """Every concept of the vocabulary that has a SNOMED-CT code, in vocabulary order.
+
+    The class list of the corpora labelled by SNOMED-CT codes without a fixed label set (CSN and
+    the PhysioNet/CinC Challenge tranches): every label they can emit is in it (a code without a
+    concept is an error or dropped), and it is the same list for every such corpus and subset, so
+    their ``multi_hot`` columns line up.
+    """
+    vocab = vocabulary if vocabulary is not None else load_vocabulary()
+    return [concept.name for concept in vocab if concept.snomed_codes]
+
+
 class CodeMapper:
     """Looks codes up in the vocabulary, remembering the ones without a concept.
 

@@ -5,9 +5,9 @@
 >>> ds["train"][0]["signal"].shape            # float32 millivolts, (leads, samples)
 torch.Size([12, 5000])
 
-Every example follows the data contract (``record_id``, ``patient_id``, ``signal``, ``lead_names``,
-``sampling_rate``, ``report``, ``labels``); see :mod:`datasets_scripts.encoding` for how the
-signal is stored and decoded.
+Every column is a native ``datasets`` feature (see :mod:`datasets_scripts.encoding`): the data
+contract (``record_id``, ``patient_id``, ``signal``, ``lead_names``, ``sampling_rate``, ``report``,
+``labels``) plus ``label_ids`` and ``multi_hot``, whose class names live in the features.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def load_ecg_dataset(
     streaming: bool = False,
     split_file: Optional[str] = None,
     on_error: str = "raise",
-    output: str = "numpy",
+    output: Optional[str] = "numpy",
     **builder_kwargs,
 ):
     """Build (or reuse from cache) a corpus and return its ``train``/``validation``/``test`` splits.
@@ -95,13 +95,17 @@ def load_ecg_dataset(
             skipped records are only logged).
         split_file: CSV ``record_id,split`` replacing the corpus's default split.
         on_error: ``"raise"`` or ``"skip"`` for unreadable records (see ``ECGBuilderConfig``).
-        output: ``"numpy"`` or ``"torch"``: type of the decoded ``signal`` (see ``ECGDecoder``).
+        output: ``"numpy"`` (default) or ``"torch"``: the array columns (``signal`` or
+            ``signal_int16``/``signal_gain``, and ``multi_hot``) come as arrays or tensors, the other
+            columns as Python values (``Dataset.with_format(output, columns=..., output_all_columns=True)``;
+            streaming splits convert the same columns with a ``map`` that keeps ``features``).
+            ``None``: no format (Python lists, as plain ``datasets`` returns them).
         **builder_kwargs: further config arguments of the corpus (e.g. ``num_records``, ``seed``
             for ``synthetic``; ``nan_policy``, ``validation_fraction``, ``unmapped_codes``).
 
     Returns:
-        ``datasets.DatasetDict`` (or ``IterableDatasetDict`` when streaming) with the three splits,
-        decoded to the data contract.
+        ``datasets.DatasetDict`` (or ``IterableDatasetDict`` when streaming, with ``features``) with
+        the three splits.
 
     Raises:
         RecordError: ``on_error="raise"`` and a record is unreadable (the message names it).
@@ -109,19 +113,42 @@ def load_ecg_dataset(
     """
     import datasets
 
-    from .encoding import decode_example, set_ecg_format, stored_features
-    from processing.ecg.wfdb_reader import RecordError
+    from .encoding import array_columns
 
-    cls = get_builder_class(name)
-    kwargs = dict(builder_kwargs)
-    for key, value in (("sampling_rate", sampling_rate), ("split_file", split_file), ("on_error", on_error)):
-        if value is not None:
-            kwargs[key] = value
-    builder = cls(config_name=config, data_dir=data_dir, cache_dir=cache_dir, **kwargs)
-
+    if output not in (None, "numpy", "torch"):
+        raise ValueError(f"output must be 'numpy', 'torch' or None, got {output!r}")
+    builder = make_builder(name, config, data_dir, cache_dir, sampling_rate=sampling_rate, split_file=split_file,
+                           on_error=on_error, **builder_kwargs)
     if streaming:
         splits = builder.as_streaming_dataset()
-        return datasets.IterableDatasetDict({k: v.map(decode_example) for k, v in splits.items()})
+        features = builder.info.features
+        if output:
+            convert = ArrayColumns(output, array_columns(features))
+            splits = {k: v.map(convert, features=features) for k, v in splits.items()}
+        return datasets.IterableDatasetDict(splits)
+    out = prepare_splits(builder, num_proc=num_proc)
+    if output:
+        out = out.with_format(output, columns=array_columns(builder.info.features), output_all_columns=True)
+    return out
+
+
+def make_builder(name: str, config: Optional[str] = None, data_dir: Optional[str] = None, cache_dir: Optional[str] = None,
+                 **kwargs):
+    """The builder of a corpus configuration; arguments given as ``None`` take the config's defaults."""
+    cls = get_builder_class(name)
+    kwargs = {key: value for key, value in kwargs.items() if value is not None}
+    return cls(config_name=config, data_dir=data_dir, cache_dir=cache_dir, **kwargs)
+
+
+def prepare_splits(builder, num_proc: Optional[int] = None):
+    """Build (or reuse) the builder's Arrow cache and return its three splits, unformatted.
+
+    A split without records is an empty table with the same features and info, so that every
+    corpus answers with ``train``, ``validation`` and ``test``.
+    """
+    import datasets
+
+    from processing.ecg.wfdb_reader import RecordError
 
     try:
         builder.download_and_prepare(num_proc=num_proc)
@@ -130,14 +157,39 @@ def load_ecg_dataset(
         while cause is not None and not isinstance(cause, RecordError):
             cause = cause.__cause__ or cause.__context__
         if cause is not None:
-            raise RecordError(f"{cls._corpus_name()}: {cause}") from err
+            raise RecordError(f"{builder._corpus_name()}: {cause}") from err
         raise
     out = datasets.DatasetDict()
     infos = builder.info.splits or {}
+    features = builder.info.features
     for split in ("train", "validation", "test"):
         if split in infos and infos[split].num_examples:
             out[split] = builder.as_dataset(split=split)
-        else:  # an empty split (tiny corpus or split file): an empty table with the same columns
-            out[split] = datasets.Dataset.from_dict({k: [] for k in stored_features()}, features=stored_features())
-    set_ecg_format(out, output=output)
+        else:
+            out[split] = datasets.Dataset.from_dict({k: [] for k in features}, features=features, info=builder.info.copy())
     return out
+
+
+class ArrayColumns:
+    """``IterableDataset.map`` function: the array columns of an example as numpy arrays or torch tensors.
+
+    ``IterableDataset.with_format`` formats every column (lead names would become arrays); this
+    converts only the numeric ones, as the map-style splits' format does.
+    """
+
+    def __init__(self, output: str, columns):
+        self.output, self.columns = output, tuple(columns)
+
+    def __call__(self, example):
+        import numpy as np
+
+        dtypes = {"signal": np.float32, "signal_int16": np.int16, "signal_gain": np.float64, "multi_hot": np.float32}
+        out = {}
+        for column in self.columns:
+            value = np.asarray(example[column], dtype=dtypes[column])
+            if self.output == "torch":
+                import torch
+
+                value = torch.from_numpy(np.ascontiguousarray(value))
+            out[column] = value
+        return out

@@ -36,9 +36,10 @@ import torch
 from transformers import HfArgumentParser
 
 from datasets_scripts import parse_corpus_args
+from processing.ecg.data_collator import ECGDataCollator
 from modeling_supreme.training import (
     STATE_FILE, EpochSampler, PretrainingDataset, PretrainingError, ZeroShotEvaluator, build_targets, check_output_dir,
-    concept_query_texts, identity_collate, load_entities, model_card, push_checkpoint_to_hub, record_ids,
+    concept_query_texts, load_entities, model_card, push_checkpoint_to_hub, record_ids,
     resolve_resume, save_checkpoint, save_pretrained_atomically,
 )
 
@@ -196,11 +197,11 @@ def train(argv=None):
     variant_offsets = torch.cumsum(variant_counts, 0) - variant_counts
     evaluator = ZeroShotEvaluator.from_args(data_args, train_args) if data_args.eval_dataset else None
 
-    dataset = PretrainingDataset(train_split, targets.rows, targets.targets, processor.feature_extractor,
-                                 train_args.seed, model_args.lead_subset_prob)
+    dataset = PretrainingDataset(train_split, targets.rows, targets.targets, train_args.seed, model_args.lead_subset_prob)
     sampler = EpochSampler(len(dataset), train_args.seed)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=train_args.per_device_train_batch_size, sampler=sampler, collate_fn=identity_collate,
+        dataset, batch_size=train_args.per_device_train_batch_size, sampler=sampler,
+        collate_fn=ECGDataCollator(processor, label_column="targets"),
         num_workers=data_args.dataloader_num_workers, drop_last=len(dataset) > train_args.per_device_train_batch_size,
     )
     optimizer = torch.optim.AdamW(optimizer_groups(model, train_args.weight_decay), lr=train_args.learning_rate)

@@ -15,6 +15,7 @@ import importlib
 
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
 
+from processing.ecg.data_collator import ECGDataCollator
 from processing.ecg.feature_extraction_supreme import ECGFeatureExtractor
 from processing.ecg.processing_supreme import ECGProcessor
 
@@ -46,6 +47,7 @@ def __getattr__(name):
 
 
 __all__ = [
+    "ECGDataCollator",
     "ECGFeatureExtractor",
     "ECGProcessor",
     "SuPreMEConfig",

@@ -4,11 +4,17 @@ Real records come from ``$SUPREME_SHARED_DATA`` (default ``../shared/data``); te
 marked ``real_data`` automatically and skip with the reason when the folder is absent. Everything
 else runs on generated fixtures: ``generated_records`` (WFDB files written here from the synthetic
 beat model, in PTB-XL's and the Challenge's layouts) and ``tiny_checkpoint`` (a small saved model).
+``hub_stand_in`` serves a loopback stand-in of the Hub's upload API (:class:`HubStandIn`).
 """
 
+import base64
+import hashlib
 import importlib.util
+import json
 import os
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -120,3 +126,91 @@ def tiny_checkpoint(tmp_path_factory, generated_records) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+class HubStandIn(BaseHTTPRequestHandler):
+    """A loopback stand-in for the Hub's upload API: what create_repo, upload_folder (with
+    delete_patterns) and a card's YAML check call, recording what it receives.
+
+    It answers ``POST /api/repos/create``, ``POST /api/validate-yaml``, ``POST .../preupload/<rev>``
+    (every file "regular", so bodies come inline in the commit), ``POST .../commit/<rev>`` (NDJSON:
+    added files base64, deleted files) and ``GET .../tree/<rev>`` (the files committed so far). It
+    does not exercise the large-file (LFS/Xet) transfer path. The class attributes hold the state;
+    :func:`hub_stand_in` gives each test a fresh copy.
+    """
+
+    received = {}  # path -> bytes of every file committed (the latest version)
+    deleted = []  # paths deleted by commits
+    created = []  # create_repo requests
+    commits = []  # per commit: {"added": [...], "deleted": [...]}
+    card_metadata = None
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, payload, status=200):
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if "/tree/" in self.path:
+            cls = type(self)
+            return self._reply([{"type": "file", "path": path, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                                for path, data in sorted(cls.received.items())])
+        return self._reply({"error": f"unexpected GET {self.path}"}, status=404)
+
+    def do_POST(self):
+        cls = type(self)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/api/repos/create":
+            request = json.loads(body)
+            cls.created.append(request)
+            repo = f"{request.get('organization')}/{request['name']}"
+            return self._reply({"url": f"http://{self.headers['Host']}/{repo}", "name": request["name"]})
+        if self.path == "/api/validate-yaml":  # a card's front matter must be valid YAML
+            import yaml
+
+            content = json.loads(body)["content"]
+            try:
+                cls.card_metadata = yaml.safe_load(content.split("---")[1])
+            except (yaml.YAMLError, IndexError) as error:
+                return self._reply({"errors": [{"message": str(error)}]}, status=400)
+            return self._reply({"errors": [], "warnings": []})
+        if "/preupload/" in self.path:
+            files = json.loads(body)["files"]
+            return self._reply({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+        if "/commit/" in self.path:
+            commit = {"added": [], "deleted": []}
+            for line in body.decode().splitlines():
+                item = json.loads(line)
+                if item.get("key") == "file":
+                    cls.received[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+                    commit["added"].append(item["value"]["path"])
+                elif item.get("key") == "deletedFile":
+                    cls.received.pop(item["value"]["path"], None)
+                    cls.deleted.append(item["value"]["path"])
+                    commit["deleted"].append(item["value"]["path"])
+            cls.commits.append(commit)
+            repo = self.path.split("/api/", 1)[1].split("/", 1)[1].rsplit("/commit/", 1)[0]
+            return self._reply({"commitUrl": f"http://{self.headers['Host']}/{repo}/commit/{'0' * 40}",
+                                "commitOid": "0" * 40, "pullRequestUrl": None})
+        return self._reply({"error": f"unexpected {self.path}"}, status=404)
+
+
+@pytest.fixture
+def hub_stand_in():
+    """``(endpoint URL, handler class)`` of a fresh :class:`HubStandIn` serving on a loopback port."""
+    handler = type("HubStandInForTest", (HubStandIn,), {"received": {}, "deleted": [], "created": [], "commits": [],
+                                                         "card_metadata": None})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,4 +1,5 @@
-"""load_ecg_dataset as one interface: errors naming the record, num_proc, cache reuse, decoding, imports."""
+"""load_ecg_dataset as one interface: errors naming the record, num_proc, cache reuse, output formats,
+signal encoding, imports."""
 
 import json
 import os
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from datasets_scripts import RecordError, iter_reports, load_ecg_dataset
-from datasets_scripts.encoding import ECGDecoder, decode_signal, encode_digital, encode_physical
+from datasets_scripts.encoding import encode_labels, encode_signal, quantize_physical
 from datasets_scripts.loading import BUILDERS, get_builder_class
 from datasets_scripts.testing import make_mimic_tree
 
@@ -83,34 +84,45 @@ def test_torch_output_and_streaming(tmp_path):
     ds = load_ecg_dataset("synthetic", num_records=20, seed=1, cache_dir=str(tmp_path), output="torch")
     batch = ds["train"][:8]
     assert isinstance(batch["signal"], torch.Tensor) and batch["signal"].dtype == torch.float32
-    assert tuple(batch["signal"].shape) == (8, 12, 5000)
-    loader = torch.utils.data.DataLoader(ds["train"], batch_size=4, collate_fn=lambda rows: rows)
-    rows = next(iter(loader))
-    assert len(rows) == 4 and rows[0]["signal"].shape == (12, 5000)
+    assert tuple(batch["signal"].shape) == (8, 12, 5000) and tuple(batch["multi_hot"].shape) == (8, 12)
+    assert isinstance(batch["record_id"][0], str) and isinstance(batch["labels"][0], list)  # other columns stay Python
+    plain = load_ecg_dataset("synthetic", num_records=20, seed=1, cache_dir=str(tmp_path), output=None)
+    assert isinstance(plain["train"][0]["signal"], list)  # no format: what plain datasets returns
     stream = load_ecg_dataset("synthetic", num_records=20, seed=1, streaming=True)
     first = next(iter(stream["train"]))
+    assert first["signal"].dtype == np.float32
     np.testing.assert_array_equal(first["signal"], ds["train"][0]["signal"].numpy())
+    with pytest.raises(ValueError, match="output must be"):
+        load_ecg_dataset("synthetic", num_records=20, seed=1, cache_dir=str(tmp_path), output="tensorflow")
 
 
-def test_encoding_roundtrip_and_overflow():
+def test_signal_encoding_roundtrip_and_overflow():
     rng = np.random.default_rng(0)
     digital = rng.integers(-3000, 3000, size=(12, 700))
     gain = np.full(12, 1000.0)
-    enc = encode_digital(digital, gain)
-    np.testing.assert_array_equal(decode_signal(enc["signal_int16"], enc["signal_gain"], enc["num_samples"]),
-                                  (digital / 1000.0).astype(np.float32))
+    # float32 storage: counts / gain in float64, rounded once (the reader's formula)
+    np.testing.assert_array_equal(encode_signal(digital, gain)["signal"], (digital / 1000.0).astype(np.float32))
+    compact = encode_signal(digital, gain, "int16")
+    assert compact["signal_int16"].dtype == np.int16
+    np.testing.assert_array_equal(compact["signal_int16"] / compact["signal_gain"][:, None], digital / 1000.0)
     big = digital.copy()
-    big[3] *= 40  # out of int16 range: lead 3 re-quantised, the others untouched
-    enc = encode_digital(big, gain)
-    out = decode_signal(enc["signal_int16"], enc["signal_gain"], enc["num_samples"])
+    big[3] *= 40  # out of int16 range: lead 3 re-quantised in the compact storage, the others untouched
+    compact = encode_signal(big, gain, "int16")
+    out = compact["signal_int16"] / compact["signal_gain"][:, None]
     np.testing.assert_allclose(out[3], big[3] / 1000.0, atol=0.1)
-    np.testing.assert_array_equal(out[0], (big[0] / 1000.0).astype(np.float32))
-    enc = encode_physical(np.array([[0.1234567, -40.0], [1.0, 2.0]]))
-    assert enc["signal_gain"][0] < 1000.0 and enc["signal_gain"][1] == 1000.0
-    # ragged batch: a list of arrays
-    dec = ECGDecoder()({"signal_int16": [b"\x01\x00\x02\x00", b"\x01\x00"], "signal_gain": [[1.0, 2.0], [4.0]],
-                        "num_samples": [1, 1], "record_id": ["a", "b"]})
-    assert isinstance(dec["signal"], list) and dec["signal"][0].tolist() == [[1.0], [1.0]] and dec["record_id"] == ["a", "b"]
+    np.testing.assert_array_equal(out[0], big[0] / 1000.0)
+    np.testing.assert_array_equal(encode_signal(big, gain)["signal"][3], (big[3] / 1000.0).astype(np.float32))
+    counts, gains = quantize_physical(np.array([[0.1234567, -40.0], [1.0, 2.0]]))
+    assert gains[0] < 1000.0 and gains[1] == 1000.0
+    with pytest.raises(ValueError, match="signal_storage must be one of"):
+        encode_signal(digital, gain, "float16")
+
+
+def test_label_encoding_keeps_the_class_order():
+    encoded = encode_labels(["b", "a"], ["a", "b", "c"])
+    assert encoded["label_ids"] == [1, 0] and encoded["multi_hot"].tolist() == [1.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="label 'd' is not one of the configuration's 3 classes"):
+        encode_labels(["d"], ["a", "b", "c"], where="x")
 
 
 def test_builders_import_neither_torch_nor_the_model():

@@ -103,7 +103,8 @@ def test_class_names_for_zero_shot(ptbxl_dir, cache, vocab):
 def test_examples_follow_the_data_contract(ptbxl_dir, cache):
     ds = load_ecg_dataset("ptbxl", "super", data_dir=str(ptbxl_dir), cache_dir=cache)
     ex = ds["train"][0]
-    assert set(ex) == {"record_id", "patient_id", "signal", "lead_names", "sampling_rate", "report", "labels"}
+    assert set(ex) == {"record_id", "patient_id", "signal", "lead_names", "sampling_rate", "report", "labels",
+                       "label_ids", "multi_hot"}
     assert ex["signal"].dtype == np.float32 and ex["signal"].shape == (12, 5000)
     assert ex["lead_names"] == list(STANDARD_12_LEADS) and ex["sampling_rate"] == 500
     # decoded values equal the reader's (and so wfdb's) float32 millivolts

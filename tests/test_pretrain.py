@@ -1,7 +1,6 @@
 """examples/pretrain.py end to end on a small synthetic corpus: outputs, model selection, exact resume
 after a kill, two processes, Hub push to a loopback stand-in, and the errors for bad input."""
 
-import base64
 import json
 import os
 import shutil
@@ -10,13 +9,13 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
-from conftest import load_example
+from conftest import HubStandIn, load_example
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "examples" / "pretrain.py"
@@ -126,53 +125,6 @@ def test_two_cpu_processes(corpus, tmp_path):
     assert result.stdout.count("saved the last model") == 1  # only the main process writes
     state = json.loads((output / "checkpoints" / "step_00000003" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
-
-
-class HubStandIn(BaseHTTPRequestHandler):
-    """Answers the three calls of create_repo + upload_folder and records the committed files."""
-
-    received = {}
-    created = []
-    card_metadata = None
-
-    def log_message(self, *args):
-        pass
-
-    def _reply(self, payload, status=200):
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.path == "/api/repos/create":
-            request = json.loads(body)
-            HubStandIn.created.append(request)
-            repo = f"{request.get('organization')}/{request['name']}"
-            return self._reply({"url": f"http://{self.headers['Host']}/{repo}", "name": request["name"]})
-        if self.path == "/api/validate-yaml":  # the model card's front matter must be valid YAML
-            import yaml
-
-            content = json.loads(body)["content"]
-            try:
-                HubStandIn.card_metadata = yaml.safe_load(content.split("---")[1])
-            except (yaml.YAMLError, IndexError) as error:
-                return self._reply({"errors": [{"message": str(error)}]}, status=400)
-            return self._reply({"errors": [], "warnings": []})
-        if "/preupload/" in self.path:
-            files = json.loads(body)["files"]
-            return self._reply({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
-        if "/commit/" in self.path:
-            for line in body.decode().splitlines():
-                item = json.loads(line)
-                if item.get("key") == "file":
-                    HubStandIn.received[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
-            return self._reply({"commitUrl": f"http://{self.headers['Host']}/ecg-lab/supreme-test/commit/{'0' * 40}",
-                                "commitOid": "0" * 40, "pullRequestUrl": None})
-        return self._reply({"error": f"unexpected {self.path}"}, status=404)
 
 
 @pytest.mark.slow

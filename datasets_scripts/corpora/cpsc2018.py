@@ -40,7 +40,7 @@ import numpy as np
 
 from processing.ecg.ecg_leads import STANDARD_12_LEADS
 
-from ..builder import ECGBuilder, ECGBuilderConfig, RecordEntry
+from ..builder import ECGBuilder, ECGBuilderConfig, CorpusLicense, RecordEntry
 from ..fingerprints import file_fingerprint, tree_fingerprint
 from ..splits import stratified_split
 from ..encoding import quantize_physical
@@ -197,6 +197,10 @@ class Cpsc2018(ECGBuilder):
         "morphology abnormality detection. J Med Imaging Health Inform 8(7):1368-1373 (2018)."
     )
     HOMEPAGE = "http://2018.icbeb.org/Challenge.html"
+    # The original download states no licence; the PhysioNet/CinC Challenge 2020 redistributes the
+    # same recordings under CC-BY-4.0 (load them with the physionet2021 builder).
+    LICENSE = CorpusLicense("other", "terms of the CPSC2018 organisers (no licence stated with the download)",
+                            "http://2018.icbeb.org/Challenge.html")
 
     def _fingerprint_sources(self, data_dir, kwargs):
         return ["ref=" + file_fingerprint(find_reference(data_dir)), "mat=" + tree_fingerprint(data_dir, ".mat")]

@@ -27,6 +27,7 @@ import datasets
 
 from ..builder import ECGBuilder, ECGBuilderConfig, RecordEntry
 from ..fingerprints import file_fingerprint, tree_fingerprint
+from ..labels import snomed_concept_names
 from .physionet2021 import index_dx_tree
 
 RECORDS_DIR = "WFDBRecords"
@@ -85,6 +86,12 @@ class Csn(ECGBuilder):
     )
     HOMEPAGE = "https://physionet.org/content/ecg-arrhythmia/"
     CODE_MODULES = ("datasets_scripts.corpora.physionet2021",)
+
+    def label_classes(self) -> List[str]:
+        return snomed_concept_names()
+
+    def fixed_num_samples(self) -> int:
+        return 10 * int(self.config.sampling_rate or 500)  # every CSN record is 10 s at 500 Hz
 
     def _fingerprint_sources(self, data_dir, kwargs):
         root = _records_root(data_dir)

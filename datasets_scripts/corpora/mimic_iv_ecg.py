@@ -22,7 +22,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import datasets
 
-from ..builder import ECGBuilder, ECGBuilderConfig, RecordEntry
+from ..builder import ECGBuilder, ECGBuilderConfig, CorpusLicense, RecordEntry
 from ..fingerprints import file_fingerprint
 from ..splits import hash_split
 
@@ -144,6 +144,14 @@ class MimicIvEcg(ECGBuilder):
         "https://doi.org/10.13026/4nqg-sb35"
     )
     HOMEPAGE = "https://physionet.org/content/mimic-iv-ecg/"
+    # Open access on PhysioNet under the Open Data Commons Open Database License (check the page).
+    LICENSE = CorpusLicense("odbl", "Open Data Commons Open Database License v1.0", "https://physionet.org/content/mimic-iv-ecg/1.0/")
+
+    def label_classes(self) -> List[str]:
+        return []  # no diagnosis labels: targets come from the reports' entities
+
+    def fixed_num_samples(self) -> int:
+        return 10 * int(self.config.sampling_rate or 500)  # every record is 10 s at 500 Hz
 
     def _fingerprint_sources(self, data_dir, kwargs):
         return [

@@ -244,6 +244,9 @@ class Ptbxl(ECGBuilder):
     CITATION = "Wagner P. et al., PTB-XL, a large publicly available electrocardiography dataset. Sci Data 7, 154 (2020)."
     HOMEPAGE = "https://physionet.org/content/ptb-xl/"
 
+    def fixed_num_samples(self) -> int:
+        return 10 * int(self.config.sampling_rate or 500)  # every PTB-XL record is 10 s
+
     def _fingerprint_sources(self, data_dir, kwargs):
         _check_dir(data_dir)
         return [
@@ -260,7 +263,7 @@ class Ptbxl(ECGBuilder):
         return CodeMapper("ptbxl", self.config.unmapped_codes)
 
     def class_names(self) -> List[str]:
-        """Concept names of the label set's classes (5 / 23 / 19 / 12 / 71), for zero-shot candidates."""
+        """Concept names of the label set's classes (5 / 23 / 19 / 12 / 71; ``reports``: as ``all``)."""
         statements = read_scp_statements(self.config.data_dir)
         mapper = self._mapper()
         names: List[str] = []

@@ -12,7 +12,7 @@ from .errors import EvaluationError
 
 
 def split_labels(dataset_split) -> List[List[str]]:
-    """The `labels` column of a split, read without the ECG-decoding transform (no signal is decoded)."""
+    """The `labels` column of a split (concept names), read alone: no signal is read."""
     return [list(labels or ()) for labels in dataset_split.with_format(None)["labels"]]
 
 

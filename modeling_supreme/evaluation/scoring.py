@@ -1,8 +1,8 @@
-"""Scoring a decoded dataset split: zero-shot class scores and frozen ECG features, batched.
+"""Scoring a dataset split: zero-shot class scores and frozen ECG features, batched.
 
-The ECG side goes through the processor in DataLoader workers when asked (overlapping the model's
-forward); the class logits come from ``SuPreMEModel.zero_shot_logits``, the same function the
-pipeline calls.
+The rows go through `ECGDataCollator` (the feature extractor) in DataLoader workers when asked
+(overlapping the model's forward); the class logits come from ``SuPreMEModel.zero_shot_logits``, the
+same function the pipeline calls.
 """
 
 from __future__ import annotations
@@ -12,37 +12,36 @@ from typing import List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from processing.ecg.data_collator import ECGDataCollator
+
 from .data import split_labels
 from .errors import EvaluationError
 from .metrics import label_matrix
 
 
 class _ProcessedBatches:
-    """A map-style torch dataset whose item `i` is the i-th batch of records, already processed.
+    """A map-style torch dataset whose item `i` is the i-th batch of records, collated to model inputs.
 
-    Used with `DataLoader(batch_size=None)`: the feature extractor (resampling, normalising) then runs
-    in loader workers when `num_workers > 0`, overlapping with the model's forward.
+    Used with `DataLoader(batch_size=None)`: one slice read per batch from the Arrow table, and the
+    collator (resampling, normalising) runs in loader workers when `num_workers > 0`, overlapping
+    with the model's forward.
     """
 
     def __init__(self, dataset_split, processor, batch_size: int):
         self.dataset_split = dataset_split
-        self.processor = processor
+        self.collator = ECGDataCollator(processor, label_column=None, return_record_ids=True)
         self.batch_size = int(batch_size)
 
     def __len__(self) -> int:
         return math.ceil(len(self.dataset_split) / self.batch_size)
 
     def __getitem__(self, index: int):
-        rows = self.dataset_split[index * self.batch_size : (index + 1) * self.batch_size]
-        inputs = self.processor(
-            ecg=rows["signal"], sampling_rate=list(rows["sampling_rate"]), lead_names=list(rows["lead_names"]),
-            return_tensors="pt",
-        )
-        return dict(inputs), list(rows["record_id"])
+        inputs = self.collator(self.dataset_split[index * self.batch_size : (index + 1) * self.batch_size])
+        return inputs, inputs.pop("record_id")
 
 
 def iterate_processed_batches(dataset_split, processor, batch_size: int = 64, num_workers: int = 0):
-    """Yield `(model inputs dict, record_ids)` per batch of a decoded split, in order."""
+    """Yield `(model inputs dict, record_ids)` per batch of a split, in order."""
     import torch
 
     if batch_size < 1:
@@ -56,11 +55,14 @@ def iterate_processed_batches(dataset_split, processor, batch_size: int = 64, nu
 def _check_split(dataset_split, what: str = "split"):
     if dataset_split is None or len(dataset_split) == 0:
         raise EvaluationError(f"the {what} is empty (0 records): nothing to evaluate")
-    missing = [c for c in ("signal", "sampling_rate", "lead_names", "record_id") if c not in dataset_split[0:1]]
+    columns = set(dataset_split.column_names)
+    missing = [c for c in ("sampling_rate", "lead_names", "record_id") if c not in columns]
+    if "signal" not in columns and not {"signal_int16", "signal_gain"} <= columns:
+        missing.insert(0, "signal")
     if missing:
         raise EvaluationError(
-            f"the {what} does not decode ECGs (no {missing} in its rows); load it with load_ecg_dataset or "
-            f"datasets_scripts.set_ecg_format"
+            f"the {what} has no {missing} column(s) (it has {sorted(columns)}); load it with "
+            f"datasets_scripts.load_ecg_dataset or give rows of the data contract"
         )
 
 
@@ -81,7 +83,7 @@ def zero_shot_scores(
     progress: bool = True,
     num_workers: int = 0,
 ) -> Tuple[np.ndarray, np.ndarray, List[str]]:
-    """Zero-shot scores of every record of a decoded split against every class.
+    """Zero-shot scores of every record of a split against every class.
 
     Every prompt is tokenized and embedded once; each batch of ECGs goes through the model once with
     all prompts as queries; a class's logit is the mean of its prompts' logits, and its score is the
@@ -91,7 +93,7 @@ def zero_shot_scores(
     Args:
         model: a `SuPreMEModel` (unwrapped from any accelerate/DDP wrapper).
         processor: its `ECGProcessor`.
-        dataset_split: a `datasets.Dataset` decoded to the data contract (`load_ecg_dataset` output).
+        dataset_split: a `datasets.Dataset` of the data contract (`load_ecg_dataset` output, any format).
         class_names: the classes, in column order.
         prompts: `{class: [prompt, ...]}` (from `class_prompts`), covering every class.
         batch_size: ECGs per forward.

@@ -18,7 +18,6 @@ _EXPORTS = {
     "record_ids": "targets",
     "EpochSampler": "data",
     "PretrainingDataset": "data",
-    "identity_collate": "data",
     "random_lead_subset": "data",
     "STATE_FILE": "checkpoints",
     "check_output_dir": "checkpoints",

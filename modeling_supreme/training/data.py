@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from processing.ecg.data_collator import row_signal, rows_from_batch
+
 
 def random_lead_subset(rng: np.random.Generator, leads: list) -> list:
     """Which leads to keep: lead I alone, the six limb leads, or a random non-empty subset."""
@@ -25,15 +27,20 @@ def random_lead_subset(rng: np.random.Generator, leads: list) -> list:
 
 
 class PretrainingDataset(torch.utils.data.Dataset):
-    """Training rows with their targets; batches are decoded and feature-extracted together.
+    """Training rows with their targets, as rows of the data contract for :class:`ECGDataCollator`.
 
-    Augmentation randomness depends only on (seed, epoch, record), never on worker or resume state,
-    so a resumed run sees exactly the batches an uninterrupted run would have seen.
+    Item ``i`` is the ``rows[i]``-th record of ``split`` (``signal`` in mV, either storage) with its
+    target vector under ``targets``, shown with a random lead subset with probability
+    ``lead_subset_prob``. ``__getitems__`` reads a whole batch from the Arrow table at once; the
+    collator (``ECGDataCollator(processor, label_column="targets")``) then prepares it, in the
+    DataLoader's workers when there are any. Augmentation randomness depends only on (seed, epoch,
+    record), never on worker or resume state, so a resumed run sees exactly the batches an
+    uninterrupted run would have seen.
     """
 
-    def __init__(self, split, rows, targets, feature_extractor, seed, lead_subset_prob):
+    def __init__(self, split, rows, targets, seed, lead_subset_prob):
         self.split, self.rows, self.targets = split, rows, targets
-        self.feature_extractor, self.seed, self.lead_subset_prob = feature_extractor, seed, lead_subset_prob
+        self.seed, self.lead_subset_prob = seed, lead_subset_prob
         self.epoch = 0
 
     def set_epoch(self, epoch: int):
@@ -43,27 +50,21 @@ class PretrainingDataset(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, index):
-        return self.__getitems__([index])
+        return self.__getitems__([index])[0]
 
     def __getitems__(self, indices):
         batch = self.split[[int(self.rows[i]) for i in indices]]
-        records = []
-        for k, i in enumerate(indices):
-            signal, leads = np.asarray(batch["signal"][k]), list(batch["lead_names"][k])
+        out = []
+        for k, (i, row) in enumerate(zip(indices, rows_from_batch(batch))):
+            signal, leads = row_signal(row), list(row["lead_names"])
             rng = np.random.default_rng([self.seed, self.epoch, int(i)])
             if self.lead_subset_prob > 0 and rng.random() < self.lead_subset_prob:
                 keep = random_lead_subset(rng, leads)
                 signal = signal[[leads.index(lead) for lead in keep]]
                 leads = keep
-            records.append({"signal": signal, "sampling_rate": int(batch["sampling_rate"][k]), "lead_names": leads,
-                            "record_id": batch["record_id"][k]})
-        features = self.feature_extractor(records, return_tensors="pt")
-        features["labels"] = torch.from_numpy(self.targets[list(indices)])
-        return dict(features)
-
-
-def identity_collate(batch):
-    return batch
+            out.append({"signal": signal, "sampling_rate": int(row["sampling_rate"]), "lead_names": leads,
+                        "record_id": row["record_id"], "targets": self.targets[i]})
+        return out
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -82,4 +83,4 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.size
 
 
-__all__ = ["EpochSampler", "PretrainingDataset", "identity_collate", "random_lead_subset"]
+__all__ = ["EpochSampler", "PretrainingDataset", "random_lead_subset"]

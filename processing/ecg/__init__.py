@@ -1,4 +1,5 @@
-"""ECG records and signals: lead names, the WFDB reader, the feature extractor and the processor.
+"""ECG records and signals: lead names, the WFDB reader, the feature extractor, the processor and the
+data collator (dataset rows -> model inputs).
 
 ``ecg_leads``, ``wfdb_reader``, ``feature_extraction_supreme`` and ``processing_supreme`` are copied
 next to every saved checkpoint as remote code, so they import only each other.
@@ -19,6 +20,9 @@ _EXPORTS = {
     "read_wfdb_record": "wfdb_reader",
     "ECGFeatureExtractor": "feature_extraction_supreme",
     "ECGProcessor": "processing_supreme",
+    "ECGDataCollator": "data_collator",
+    "row_signal": "data_collator",
+    "counts_to_millivolts": "data_collator",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
