@@ -13,6 +13,7 @@ import importlib.util
 import json
 import os
 import sys
+import textwrap
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,6 +61,23 @@ def cinc2021_dir() -> Path:
 @pytest.fixture(scope="session")
 def snomed_dir() -> Path:
     return _require("snomed")
+
+
+# The first lines of a script run in a clean interpreter: importing any package of this project fails
+# there, as where only a checkpoint's or a dataset's files are at hand.
+REFUSE_PROJECT = textwrap.dedent(
+    """
+    import importlib.abc, json, sys
+    PROJECT = ("modeling_supreme", "processing", "datasets_scripts")
+
+    class RefuseProject(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in PROJECT:
+                raise ImportError(f"the project package {name} must not be needed")
+
+    sys.meta_path.insert(0, RefuseProject())
+    """
+)
 
 
 def load_example(name: str):

@@ -18,6 +18,8 @@ from datasets_scripts.testing import example_signal, make_cpsc2018_tree, make_mi
 from processing.ecg.data_collator import ECGDataCollator, row_signal
 from processing.ecg.feature_extraction_supreme import ECGFeatureExtractor
 
+from conftest import REFUSE_PROJECT
+
 torch = pytest.importorskip("torch")
 datasets.disable_progress_bars()
 
@@ -90,6 +92,21 @@ def test_builder_as_dataset_gives_the_signal(ptbxl_dir, cache, ptbxl):
     ref = read_wfdb_record(ptbxl_dir / "records100" / "00000" / f"{int(row['record_id']):05d}_lr")
     np.testing.assert_array_equal(row["signal"], ref.signal)  # wfdb's values within float32, by lead name
     assert class_names_of(direct.features) == builder.class_names()
+
+
+def test_builders_state_licence_citation_and_homepage(ptbxl, cinc, synthetic):
+    from datasets_scripts.loading import BUILDERS, get_builder_class
+
+    for name in BUILDERS:
+        cls = get_builder_class(name)
+        assert cls.LICENSE.hub_id in ("cc-by-4.0", "odbl", "apache-2.0", "other") and cls.LICENSE.link.startswith("http")
+        assert cls.CITATION and cls.CORPUS_DESCRIPTION
+        assert cls.HOMEPAGE.startswith("http") or name == "synthetic"
+    info = ptbxl["train"].info
+    assert "Creative Commons Attribution 4.0" in info.license and "Wagner" in info.citation
+    assert info.homepage == "https://physionet.org/content/ptb-xl/"
+    assert "CC BY" not in synthetic["train"].info.license and "Apache" in synthetic["train"].info.license
+    assert cinc["train"].info.homepage == "https://physionet.org/content/challenge-2021/"
 
 
 def test_multi_hot_matches_labels_and_the_class_names(corpus):
@@ -244,17 +261,8 @@ def test_a_record_of_another_length_in_a_fixed_length_corpus(tmp_path):
 
 # -- Parquet read back where this project is not importable ---------------------------------------------
 
-CLEAN_READER = textwrap.dedent(
+CLEAN_READER = REFUSE_PROJECT + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-    PROJECT = ("modeling_supreme", "processing", "datasets_scripts")
-
-    class RefuseProject(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] in PROJECT:
-                raise ImportError(f"the project package {name} must not be needed")
-
-    sys.meta_path.insert(0, RefuseProject())
 
     import numpy as np, pandas as pd, pyarrow.parquet as pq
     spec = json.load(open(sys.argv[1]))

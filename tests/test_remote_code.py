@@ -13,17 +13,10 @@ import torch
 import modeling_supreme  # noqa: F401
 from modeling_supreme import ECGProcessor, SuPreMEConfig, SuPreMEModel
 
-CHILD = textwrap.dedent(
+from conftest import REFUSE_PROJECT
+
+CHILD = REFUSE_PROJECT + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-    PROJECT = ("modeling_supreme", "processing", "datasets_scripts")
-
-    class RefuseProject(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path, target=None):
-            if name.split(".")[0] in PROJECT:
-                raise ImportError(f"the project package {name} must not be needed")
-
-    sys.meta_path.insert(0, RefuseProject())
 
     import numpy as np, torch
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoProcessor
