@@ -1,5 +1,6 @@
 """ECG records and signals: lead names, the WFDB reader, the feature extractor, the processor and the
-data collator (dataset rows -> model inputs).
+data collator (dataset rows -> model inputs), and
+the drawing on ECG paper (``ecg_paper``).
 
 ``ecg_leads``, ``wfdb_reader``, ``feature_extraction_supreme`` and ``processing_supreme`` are copied
 next to every saved checkpoint as remote code, so they import only each other.
@@ -23,6 +24,9 @@ _EXPORTS = {
     "ECGDataCollator": "data_collator",
     "row_signal": "data_collator",
     "counts_to_millivolts": "data_collator",
+    "draw_ecg": "ecg_paper",
+    "save_ecg": "ecg_paper",
+    "ecg_image_bytes": "ecg_paper",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
