@@ -177,7 +177,7 @@ def draw_ecg(
     top = int(np.floor(grid_height))
     columns_mm = np.arange(0, int(np.floor(width)) + 1)
     rows_mm = np.arange(0, top + 1)
-    for major, width_pt, color, order in ((False, 0.3, MINOR_GRID_COLOR, 0.5), (True, 0.6, MAJOR_GRID_COLOR, 1)):
+    for major, width_pt, color, order in ((False, 0.4, MINOR_GRID_COLOR, 0.5), (True, 0.6, MAJOR_GRID_COLOR, 1)):
         axis.vlines(columns_mm[(columns_mm % 5 == 0) == major], 0, top, colors=color, linewidth=width_pt, zorder=order)
         axis.hlines(rows_mm[(rows_mm % 5 == 0) == major], 0, width, colors=color, linewidth=width_pt, zorder=order)
 
