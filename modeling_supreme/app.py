@@ -208,7 +208,9 @@ class ECGDemo:
         return image, rows, "\n".join(lines)
 
     def build(self):
-        """The ``gradio.Blocks`` app."""
+        """The ``gradio.Blocks`` app. Sets ``GRADIO_TEMP_DIR`` to this demo's upload cache first: Gradio's
+        components and server read it when they are created."""
+        os.environ["GRADIO_TEMP_DIR"] = str(self.upload_cache)
         import gradio as gr
 
         with gr.Blocks(title="SuPreME zero-shot ECG classification", delete_cache=(600, 1800)) as blocks:
@@ -241,7 +243,6 @@ class ECGDemo:
 
     def launch(self, blocks=None, **launch_args):
         """Build (unless given) and launch; Gradio's uploads go under the app's temporary root."""
-        os.environ["GRADIO_TEMP_DIR"] = str(self.upload_cache)
         blocks = blocks or self.build()
         launch_args.setdefault("allowed_paths", [])
         return blocks.launch(**launch_args)
@@ -250,7 +251,6 @@ class ECGDemo:
 def build_app(model, examples=None, **demo_args) -> Tuple[object, ECGDemo]:
     """``(gradio.Blocks, ECGDemo)`` for a checkpoint; Gradio's upload cache goes under the demo's temporary root."""
     demo = ECGDemo(model, examples, **demo_args)
-    os.environ["GRADIO_TEMP_DIR"] = str(demo.upload_cache)
     return demo.build(), demo
 
 

@@ -1,0 +1,195 @@
+"""The Gradio demo app: its request handler on real and broken uploads, and the running app driven
+through its HTTP API with gradio_client, as a user's script or the browser would."""
+
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from conftest import load_example
+from modeling_supreme.app import INDEPENDENT, SOFTMAX, ECGDemo, UploadError, parse_conditions
+
+pytest.importorskip("gradio", reason="the demo app needs the 'app' extra: pip install -e '.[app]'")
+
+CONDITIONS = "sinus rhythm\natrial fibrillation, left bundle branch block\n\nST elevation"
+RECORD = "records100/00000/00001_lr"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo(tiny_checkpoint, tmp_path_factory):
+    app_cli = load_example("app")
+    demo = ECGDemo(str(tiny_checkpoint), temp_dir=str(tmp_path_factory.mktemp("app_temp")))
+    demo.examples.update(app_cli.write_synthetic_examples(demo.temp_root / "examples", count=2))
+    yield demo
+    demo.close()
+
+
+@pytest.fixture
+def real_record(ptbxl_dir, tmp_path) -> Path:
+    """A copy of a real PTB-XL record (100 Hz) to break in various ways."""
+    for suffix in (".hea", ".dat"):
+        shutil.copyfile(ptbxl_dir / (RECORD + suffix), tmp_path / ("00001_lr" + suffix))
+    return tmp_path / "00001_lr"
+
+
+def _files(base: Path, *suffixes):
+    return [str(base.with_suffix(s)) for s in suffixes]
+
+
+def _no_request_folders(demo):
+    return not [p for p in demo.temp_root.iterdir() if p.name.startswith("request-")]
+
+
+def test_parse_conditions():
+    assert parse_conditions(CONDITIONS) == ["sinus rhythm", "atrial fibrillation", "left bundle branch block", "ST elevation"]
+    assert parse_conditions("AF, AF\nAF") == ["AF"]
+    with pytest.raises(UploadError, match="at least one condition"):
+        parse_conditions(" ,\n ")
+
+
+def test_a_real_record_is_scored_and_drawn(demo, real_record):
+    image, rows, message = demo.analyse(_files(real_record, ".hea", ".dat"), None, CONDITIONS, INDEPENDENT)
+    assert message.startswith("Scored 1 record(s) against 4 condition(s)")
+    assert [row[1] for row in rows] and sorted(row[1] for row in rows) == sorted(parse_conditions(CONDITIONS))
+    scores = [row[2] for row in rows]
+    assert scores == sorted(scores, reverse=True) and all(0 < s < 1 for s in scores)
+    assert sum(scores) != pytest.approx(1.0, abs=1e-3)  # independent sigmoids
+    assert image.size[0] > 800 and image.mode in ("RGBA", "RGB")
+    _, softmax_rows, _ = demo.analyse(_files(real_record, ".hea", ".dat"), None, CONDITIONS, SOFTMAX)
+    assert sum(row[2] for row in softmax_rows) == pytest.approx(1.0, abs=1e-3)
+    assert [r[1] for r in softmax_rows] == [r[1] for r in rows]  # a softmax keeps the sigmoid's ranking
+    assert _no_request_folders(demo)
+
+
+def _break(record: Path, how: str) -> list:
+    header = record.with_suffix(".hea")
+    text = header.read_text()
+    if how == "missing .dat":
+        return _files(record, ".hea")
+    if how == "truncated .dat":
+        data = record.with_suffix(".dat")
+        data.write_bytes(data.read_bytes()[:-1000])
+    elif how == "unknown lead":
+        header.write_text(re.sub(r" V6\s*$", " V7\n", text, flags=re.M))
+    elif how == "wrong gain":
+        header.write_text(text.replace("1000.0(0)/mV", "100000.0(0)/mV"))
+    elif how == "no header":
+        return _files(record, ".dat")
+    elif how == "not WFDB":
+        notes = record.with_name("notes.txt")
+        notes.write_text("hello")
+        return [*_files(record, ".hea", ".dat"), str(notes)]
+    return _files(record, ".hea", ".dat")
+
+
+@pytest.mark.parametrize("how, expected", [
+    ("missing .dat", r"00001_lr: signal file 00001_lr\.dat not found"),
+    ("truncated .dat", r"00001_lr: signal file 00001_lr\.dat holds 23000 bytes.*truncated signal file"),
+    ("unknown lead", r"unknown lead name 'V7'"),
+    ("no header", r"no \.hea header among the uploaded files \(00001_lr\.dat\)"),
+    ("not WFDB", r"unsupported file\(s\) notes\.txt"),
+])
+def test_every_bad_upload_gets_a_clear_message(demo, real_record, how, expected):
+    image, rows, message = demo.analyse(_break(real_record, how), None, CONDITIONS, INDEPENDENT)
+    assert image is None and rows == []
+    assert message.startswith("**Could not score the upload.**")
+    assert re.search(expected, message), message
+    assert str(demo.temp_root) not in message  # no temporary path shown
+    assert _no_request_folders(demo)
+
+
+def test_a_wrong_gain_is_scored_with_a_warning(demo, real_record):
+    image, rows, message = demo.analyse(_break(real_record, "wrong gain"), None, CONDITIONS, INDEPENDENT)
+    assert image is not None and len(rows) == 4
+    assert re.search(r"warning: 00001_lr: implausible amplitude: median peak-to-peak 0\.0\d+ mV", message), message
+    assert "check the ADC gain [100000.0] counts/mV" in message
+
+
+def test_several_records_at_once_and_one_broken(demo, real_record, ptbxl_dir, tmp_path):
+    other = ptbxl_dir / "records100/00000/00002_lr"
+    broken = tmp_path / "00003_lr.hea"
+    broken.write_text((ptbxl_dir / "records100/00000/00003_lr.hea").read_text())
+    files = _files(real_record, ".hea", ".dat") + [str(other) + ".hea", str(other) + ".dat", str(broken)]
+    image, rows, message = demo.analyse(files, None, "sinus rhythm, atrial fibrillation", INDEPENDENT)
+    assert {row[0] for row in rows} == {"00001_lr", "00002_lr"} and len(rows) == 4
+    assert "Scored 2 record(s)" in message and "the drawing shows 00001_lr" in message
+    assert "not read: 00003_lr: signal file 00003_lr.dat not found" in message
+
+
+def test_a_bundled_example_and_the_missing_choices(demo):
+    name = sorted(demo.examples)[0]
+    image, rows, message = demo.analyse(None, name, CONDITIONS, INDEPENDENT)
+    assert image is not None and {row[0] for row in rows} == {"synthetic_00"}
+    assert "synthetic" in name
+    assert "upload a record" in demo.analyse(None, None, CONDITIONS, INDEPENDENT)[2]
+    assert "unknown example 'nope'" in demo.analyse([], "nope", CONDITIONS, INDEPENDENT)[2]
+    assert "at least one condition" in demo.analyse(None, name, "", INDEPENDENT)[2]
+
+
+def test_the_temporary_root_is_removed_on_close(tiny_checkpoint, real_record, tmp_path):
+    demo = ECGDemo(str(tiny_checkpoint), temp_dir=str(tmp_path))
+    seen = []
+    original = shutil.copyfile
+
+    def spy(source, target, *args, **kwargs):  # where the handler copies the uploads
+        seen.append(Path(target))
+        return original(source, target, *args, **kwargs)
+
+    shutil.copyfile = spy
+    try:
+        demo.analyse(_files(real_record, ".hea", ".dat"), None, "sinus rhythm", INDEPENDENT)
+        demo.analyse(_break(real_record, "missing .dat"), None, "sinus rhythm", INDEPENDENT)
+    finally:
+        shutil.copyfile = original
+    assert seen and all(demo.temp_root in path.parents for path in seen)
+    assert not any(path.exists() for path in seen)  # each request's copies are gone after it
+    assert sorted(p.name for p in demo.temp_root.iterdir()) == ["gradio"]
+    demo.close()
+    assert not demo.temp_root.exists()
+
+
+@pytest.fixture(scope="module")
+def served(demo):
+    """The app running on a free loopback port."""
+    blocks = demo.build()
+    port = free_port()
+    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", blocks
+    blocks.close()
+
+
+def test_the_http_api_with_a_real_and_a_broken_record(served, demo, real_record):
+    from gradio_client import Client, handle_file
+
+    url, blocks = served
+    client = Client(url, verbose=False)
+    image, table, message = client.predict(
+        [handle_file(p) for p in _files(real_record, ".hea", ".dat")], None, CONDITIONS, INDEPENDENT,
+        api_name="/analyse",
+    )
+    assert message.startswith("Scored 1 record(s) against 4 condition(s)")
+    assert table["headers"] == ["record", "condition", "score"]
+    assert sorted(row[1] for row in table["data"]) == sorted(parse_conditions(CONDITIONS))
+    from PIL import Image
+
+    with Image.open(image) as drawing:
+        assert drawing.size[0] > 800
+    # the server kept the uploads in Gradio's cache inside the app's temporary root, nowhere else
+    assert Path(blocks.server_app.uploaded_file_dir) == demo.upload_cache
+    assert list(demo.upload_cache.rglob("00001_lr.hea"))
+    assert _no_request_folders(demo)
+
+    image, table, message = client.predict(
+        [handle_file(p) for p in _break(real_record, "truncated .dat")], None, CONDITIONS, INDEPENDENT,
+        api_name="/analyse",
+    )
+    assert image is None and not table["data"]
+    assert "Could not score the upload" in message and "truncated signal file" in message
