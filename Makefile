@@ -7,7 +7,7 @@ STAMP := $(VENV)/.supreme-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-fast demo bench real-data-check clean
+.PHONY: install test test-fast demo app bench real-data-check clean
 
 install: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): setup.py constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,llm]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,llm,app]"
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -28,6 +28,12 @@ test-fast: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/demo.py $(DEMO_ARGS)
+
+# The Gradio demo app in a browser (http://127.0.0.1:7860; APP_ARGS="--port 7861" for another port), on
+# the checkpoint `make demo` trains, which is trained first when demo_output/model has no final weights.
+app: $(STAMP)
+	test -f demo_output/model/model.safetensors || $(PY) examples/demo.py $(DEMO_ARGS)
+	$(PY) examples/app.py --model demo_output/model $(APP_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_model.py

@@ -35,5 +35,7 @@ setup(
     extras_require={
         "dev": ["pytest>=8"],
         "llm": ["openai>=1.40"],
+        # The demo app (modeling_supreme.app, examples/app.py) and its browser test.
+        "app": ["gradio>=6.0,<7", "gradio_client>=2.0,<3", "playwright>=1.50,<2"],
     },
 )
