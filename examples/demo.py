@@ -14,7 +14,10 @@ can run the steps yourself:
 4. evaluates zero-shot on the held-out test split. For the synthetic corpus the class prompts come
    from examples/demo_prompts.json, worded unlike any training report and unlike the training
    queries; for PTB-XL the project's prompt bank scores the 5 diagnostic superclasses;
-5. draws one test ECG (12 leads) with its true labels and the model's top predictions.
+5. draws one test ECG (12 leads) on standard ECG paper (processing.ecg.save_ecg: 25 mm/s, 10 mm/mV)
+   with its true labels and the model's top predictions.
+
+`make app` then opens the same checkpoint in the interactive Gradio app (examples/app.py).
 """
 
 from __future__ import annotations
@@ -46,43 +49,6 @@ def run(script: str, *args, env=None):
     result = subprocess.run(command, cwd=REPO, env={**os.environ, **(env or {})})
     if result.returncode != 0:
         raise SystemExit(f"demo: examples/{script} failed with exit code {result.returncode}; see its messages above")
-
-
-def draw_ecg(record: dict, predictions: list, truth: list, path: Path):
-    """A 12-lead drawing on ECG paper (1 mm = 40 ms x 0.1 mV) with the top predictions in the title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    signal, leads, rate = np.asarray(record["signal"]), list(record["lead_names"]), int(record["sampling_rate"])
-    seconds = signal.shape[1] / rate
-    t = np.arange(signal.shape[1]) / rate
-    centred = signal - np.median(signal, axis=1, keepdims=True)
-    limit = max(2.0, float(np.ceil(np.abs(centred).max() * 2) / 2))  # same mV scale for every lead
-    figure, axes = plt.subplots(6, 2, figsize=(16, 11), sharex=True)
-    for index, lead in enumerate(leads[:12]):
-        axis = axes[index % 6, index // 6]
-        axis.plot(t, centred[index], color="black", linewidth=0.7)
-        axis.set_xlim(0, seconds)
-        axis.set_ylim(-limit, limit)
-        axis.set_xticks(np.arange(0, seconds + 1e-9, 0.2), minor=True)
-        axis.set_yticks(np.arange(-limit, limit + 0.01, 0.5))
-        axis.set_yticks(np.arange(-limit, limit + 0.01, 0.1), minor=True)
-        axis.grid(which="major", color="#e8a0a0", linewidth=0.6)
-        axis.grid(which="minor", color="#f6d6d6", linewidth=0.3)
-        axis.text(0.01, 0.82, lead, transform=axis.transAxes, fontsize=11, fontweight="bold")
-        axis.tick_params(labelsize=7)
-    for axis in axes[-1]:
-        axis.set_xlabel("time (s)")
-    top = ", ".join(f"{p['label']} {p['score']:.2f}" for p in predictions)
-    figure.suptitle(f"{record['record_id']}: true labels: {', '.join(truth) or 'none'}\nmodel's top predictions: {top}",
-                    fontsize=12)
-    figure.tight_layout(rect=(0, 0, 1, 0.95))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def main(argv=None):
@@ -179,8 +145,11 @@ def main(argv=None):
     class_names = [c["name"] for c in metrics["classes"]]
     classifier = pipeline("zero-shot-ecg-classification", model=str(model_dir))
     predictions = classifier(record, candidate_labels=class_names, autocast_dtype="bfloat16", top_k=4)
+    from processing.ecg import save_ecg
+
     figure = out / "ecg_example.png"
-    draw_ecg(record, predictions, list(record["labels"]), figure)
+    truth = ", ".join(record["labels"]) or "none"
+    save_ecg(record, figure, dpi=110, title=f"{record['record_id']}: true labels: {truth}", scores=predictions, top_k=4)
     print(f"{record['record_id']}: true labels {list(record['labels'])}")
     print("pipeline top predictions (candidate labels = the class names):",
           ", ".join(f"{p['label']} ({p['score']:.2f})" for p in predictions))
@@ -198,7 +167,7 @@ def main(argv=None):
         ("AUROC table", zero_shot_dir / "metrics.md"),
         ("metrics with 95% bootstrap intervals", zero_shot_dir / "metrics.json"),
         ("ROC curves", zero_shot_dir / "roc.png"),
-        ("12-lead drawing with predictions", figure),
+        ("12-lead drawing on ECG paper with predictions", figure),
     ):
         print(f"  {what:50s} {where}")
 

@@ -205,3 +205,19 @@ def test_a_real_ptbxl_record(ptbxl_dir, tmp_path):
     assert (pixels.max(axis=2) < 60).mean() > 0.002  # black trace pixels are there
     figure = draw_ecg(path)
     assert {line.get_label() for line in figure.axes[0].lines} >= {f"lead {lead}" for lead in STANDARD_12_LEADS}
+
+
+def test_rows_of_a_built_dataset_in_every_format(tmp_path):
+    from datasets_scripts import load_ecg_dataset
+
+    split = load_ecg_dataset("synthetic", num_records=20, seed=0, sampling_rate=100, cache_dir=str(tmp_path))["test"]
+    reference = _trace_data(draw_ecg(split[0]))
+    assert {f"lead {lead}" for lead in STANDARD_12_LEADS} <= reference.keys()
+    for kind in ("numpy", "torch"):
+        row = split.with_format(kind)[0]
+        other = _trace_data(draw_ecg(row))
+        for key in reference:
+            np.testing.assert_allclose(other[key], reference[key], atol=1e-5)
+    # as examples/demo.py draws it: true labels in the title, the pipeline's top scores after them
+    figure = draw_ecg(split[0], title=f"{split[0]['record_id']}: true labels: x", scores=[{"label": "y", "score": 0.5}])
+    assert any(t.get_text().endswith("true labels: x   top scores: y 0.50") for t in figure.axes[0].texts)
