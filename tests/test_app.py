@@ -193,3 +193,62 @@ def test_the_http_api_with_a_real_and_a_broken_record(served, demo, real_record)
     )
     assert image is None and not table["data"]
     assert "Could not score the upload" in message and "truncated signal file" in message
+
+
+@pytest.mark.slow
+def test_the_space_folder_runs_as_a_space(tiny_checkpoint, tmp_path, ptbxl_dir):
+    """build_space.py writes app.py + requirements.txt + the package's source; `python app.py` serves it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from gradio_client import Client, handle_file
+
+    space = tmp_path / "space"
+    subprocess.run([sys.executable, "examples/build_space.py", "--model", str(tiny_checkpoint), "--output_dir",
+                    str(space), "--num_examples", "2"], check=True, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert (space / "app.py").is_file() and (space / "model" / "config.json").is_file()
+    requirements = (space / "requirements.txt").read_text().split()
+    assert "gradio==6.31.0" in requirements and any(r.startswith("torch==") for r in requirements)
+    assert all("==" in r for r in requirements)
+    card = (space / "README.md").read_text()
+    assert "sdk: gradio" in card and "app_file: app.py" in card
+    assert sorted(p.name for p in (space / "examples").iterdir()) == [
+        "synthetic_00.dat", "synthetic_00.hea", "synthetic_01.dat", "synthetic_01.hea"]
+    assert not (space / "modeling_supreme" / "training").exists()
+    with pytest.raises(subprocess.CalledProcessError):  # never over an existing Space folder
+        subprocess.run([sys.executable, "examples/build_space.py", "--model", str(tiny_checkpoint), "--output_dir",
+                        str(space)], check=True, cwd=Path(__file__).resolve().parents[1], capture_output=True)
+
+    port = free_port()
+    # As a Space runs it: from its own folder, this package taken from the folder's copy (PYTHONPATH
+    # empty and the project's checkout not the working directory).
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "PYTHONPATH": ""}
+    code = "import runpy, sys; runpy.run_path('app.py', run_name='__main__')"
+    probe = ("import modeling_supreme.app as m, processing; print(m.__file__); print(processing.__file__)")
+    where = subprocess.run([sys.executable, "-c", probe], cwd=space, env=env, capture_output=True, text=True, timeout=300)
+    assert where.stdout.split() == [str(space / "modeling_supreme" / "app.py"), str(space / "processing" / "__init__.py")]
+    server = subprocess.Popen([sys.executable, "-c", code], cwd=space, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        client = None
+        for _ in range(240):
+            if server.poll() is not None:
+                raise AssertionError(server.stdout.read()[-3000:])
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:
+                time.sleep(0.5)
+        assert client is not None, "the Space app did not start"
+        record = ptbxl_dir / RECORD
+        _, table, message = client.predict([handle_file(str(record) + ".hea"), handle_file(str(record) + ".dat")],
+                                           None, "sinus rhythm, atrial fibrillation", SOFTMAX, api_name="/analyse")
+        assert message.startswith("Scored 1 record(s) against 2 condition(s)"), message
+        assert sum(row[2] for row in table["data"]) == pytest.approx(1.0, abs=1e-3)
+        _, table, message = client.predict(None, "synthetic_01", "sinus rhythm", INDEPENDENT, api_name="/analyse")
+        assert [row[0] for row in table["data"]] == ["synthetic_01"], message
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
