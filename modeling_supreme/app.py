@@ -233,8 +233,9 @@ class ECGDemo:
                     button = gr.Button("Score", variant="primary", elem_id="score")
                 with gr.Column(scale=2):
                     message = gr.Markdown(elem_id="message")
-                    image = gr.Image(label="The record on ECG paper (25 mm/s, 10 mm/mV)", type="pil",
-                                     elem_id="drawing", format="png")
+                    # No label or buttons drawn over the picture: they would hide the paper's title line.
+                    image = gr.Image(label="The record on ECG paper (25 mm/s, 10 mm/mV)", show_label=False,
+                                     buttons=["download"], type="pil", elem_id="drawing", format="png")
                     table = gr.Dataframe(headers=["record", "condition", "score"], label="Scores",
                                          elem_id="scores", interactive=False)
             button.click(self.analyse, inputs=[files, example, conditions, scoring], outputs=[image, table, message],
