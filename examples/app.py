@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -51,6 +53,9 @@ def main(argv=None):
     # The synthetic examples live in the app's temporary root, removed when the app stops.
     demo.examples.update(write_synthetic_examples(demo.temp_root / "examples", args.num_examples))
     print(f"SuPreME demo on {args.model}: http://{args.host}:{args.port}  (Ctrl+C stops it)", flush=True)
+    print(f"uploads and examples are kept in {demo.temp_root} while it runs, removed when it stops", flush=True)
+    # A plain `kill` ends the app through the `finally` below too, so the temporary folder goes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         demo.launch(server_name=args.host, server_port=args.port)
     finally:

@@ -252,3 +252,54 @@ def test_the_space_folder_runs_as_a_space(tiny_checkpoint, tmp_path, ptbxl_dir):
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_the_command_line_app_serves_its_examples_and_cleans_up(tiny_checkpoint, tmp_path):
+    """`python examples/app.py --model CKPT --port P`: a bundled example through the API, then `kill`."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from gradio_client import Client
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "examples/app.py", "--model", str(tiny_checkpoint), "--port", str(port), "--num_examples", "2"],
+        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
+    )
+    try:
+        root = None
+        for line in server.stdout:  # the app says where its temporary folder is, then serves
+            match = re.search(r"are kept in (\S+) while it runs", line)
+            if match:
+                root = Path(match.group(1))
+                break
+        assert root is not None and root.is_dir()
+        client = None
+        for _ in range(240):
+            assert server.poll() is None, "the app stopped"
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:
+                time.sleep(0.5)
+        assert client is not None
+        api = client.view_api(return_format="dict", print_info=False)
+        assert "/analyse" in api["named_endpoints"]
+        _, table, message = client.predict(None, None, "sinus rhythm", INDEPENDENT, api_name="/analyse")
+        assert "upload a record" in message
+        assert sorted(p.stem for p in (root / "examples").glob("*.hea")) == ["synthetic_00", "synthetic_01"]
+        # the dropdown's names (the same generator, the same seed) say the records are synthetic
+        names = sorted(load_example("app").write_synthetic_examples(tmp_path, count=2))
+        assert names[1].startswith("synthetic_01 (synthetic: ")
+        image, table, message = client.predict(None, names[1], "sinus rhythm, atrial fibrillation", SOFTMAX,
+                                               api_name="/analyse")
+        assert image is not None and [row[0] for row in table["data"]] == ["synthetic_01"] * 2, message
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    assert not root.exists()

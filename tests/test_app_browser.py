@@ -50,6 +50,7 @@ def app_url(tiny_checkpoint, tmp_path):
     demo.close()
 
 
+@pytest.mark.slow  # a browser process
 def test_upload_type_conditions_and_read_the_result(browser, app_url, ptbxl_dir, tmp_path):
     url, demo = app_url
     record = tmp_path / "upload"
