@@ -56,8 +56,9 @@ def test_grid_spacing_in_output_pixels(signal, dpi):
     width_mm, height_mm = figure.get_size_inches() * MM_PER_INCH
     # the paper's size in pixels (matplotlib rounds a fractional pixel down)
     assert abs(pixels.shape[1] - width_mm * px_per_mm) < 1 and abs(pixels.shape[0] - height_mm * px_per_mm) < 1
-    grid_rows = pixels[int(14 * px_per_mm) - 1:]  # from the 14 mm header band down
-    for axis, extent in ((0, width_mm), (1, height_mm - 14)):
+    # the grid lies between the 14 mm header band and the 5 mm footer band
+    grid_rows = pixels[int(14 * px_per_mm) - 1:int(pixels.shape[0] - 5 * px_per_mm) + 2]
+    for axis, extent in ((0, width_mm), (1, height_mm - 14 - 5)):
         major = _grid_lines(grid_rows, MAJOR_GRID_COLOR, axis)
         minor = _grid_lines(grid_rows, MINOR_GRID_COLOR, axis)
         both = np.sort(np.concatenate([major, minor]))
@@ -115,7 +116,7 @@ def test_layouts_place_every_lead(signal):
         figure = draw_ecg(signal, sampling_rate=500, lead_names=STANDARD_12_LEADS, layout=layout)
         drawn = {line.get_label()[5:] for line in figure.axes[0].lines if line.get_label().startswith("lead ")}
         assert drawn == set(STANDARD_12_LEADS)
-        assert figure.get_size_inches()[1] * MM_PER_INCH == pytest.approx(rows * 30 + 14)
+        assert figure.get_size_inches()[1] * MM_PER_INCH == pytest.approx(rows * 30 + 14 + 5)
     no_strip = draw_ecg(signal, sampling_rate=500, lead_names=STANDARD_12_LEADS, rhythm_lead=None)
     assert len(_lines(no_strip, "lead II")) == 1
 
@@ -138,9 +139,10 @@ def test_title_with_top_scores(signal):
               {"label": "LBBB", "score": 0.5}, {"label": "RBBB", "score": 0.1}]
     figure = draw_ecg(signal, sampling_rate=500, lead_names=STANDARD_12_LEADS, title="rec 7", scores=scores, top_k=2)
     texts = [t.get_text() for t in figure.axes[0].texts]
-    assert "rec 7   top scores: atrial fibrillation 0.90, LBBB 0.50" in texts
+    assert "rec 7" in texts and "top scores: atrial fibrillation 0.90, LBBB 0.50" in texts
+    assert "25 mm/s   10 mm/mV   500 Hz   10 s recorded" in texts
     mapping = draw_ecg(signal, sampling_rate=500, lead_names=STANDARD_12_LEADS, scores={"a": 0.1, "b": 0.7}, top_k=1)
-    assert any(t.get_text().endswith("top scores: b 0.70") for t in mapping.axes[0].texts)
+    assert "top scores: b 0.70" in [t.get_text() for t in mapping.axes[0].texts]
 
 
 def _trace_data(figure):
@@ -220,4 +222,5 @@ def test_rows_of_a_built_dataset_in_every_format(tmp_path):
             np.testing.assert_allclose(other[key], reference[key], atol=1e-5)
     # as examples/demo.py draws it: true labels in the title, the pipeline's top scores after them
     figure = draw_ecg(split[0], title=f"{split[0]['record_id']}: true labels: x", scores=[{"label": "y", "score": 0.5}])
-    assert any(t.get_text().endswith("true labels: x   top scores: y 0.50") for t in figure.axes[0].texts)
+    texts = [t.get_text() for t in figure.axes[0].texts]
+    assert f"{split[0]['record_id']}: true labels: x" in texts and "top scores: y 0.50" in texts

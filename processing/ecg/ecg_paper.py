@@ -48,7 +48,8 @@ _LAYOUT_ROWS = {
     "6x2": (("I", "V1"), ("II", "V2"), ("III", "V3"), ("aVR", "V4"), ("aVL", "V5"), ("aVF", "V6")),
 }
 _CALIBRATION_WIDTH_MM = 10.0  # room at the start of each row for the calibration pulse
-_HEADER_MM = 14.0  # blank band above the grid for the title
+_HEADER_MM = 14.0  # blank band above the grid: the title line, then the top scores
+_FOOTER_MM = 5.0  # blank band below the grid: speed, gain, sampling rate
 
 
 @dataclass
@@ -164,7 +165,8 @@ def draw_ecg(
     width = _CALIBRATION_WIDTH_MM + duration * speed
     n_rows = len(rows) + (strip is not None)
     grid_height = n_rows * row_height_mm
-    paper_height = grid_height + _HEADER_MM
+    paper_height = _FOOTER_MM + grid_height + _HEADER_MM
+    bottom = _FOOTER_MM  # the grid's lower edge (a whole number of mm, so grid lines stay on paper mm)
 
     figure = Figure(figsize=(width / MM_PER_INCH, paper_height / MM_PER_INCH))
     axis = figure.add_axes((0, 0, 1, 1))
@@ -173,13 +175,15 @@ def draw_ecg(
     axis.set_axis_off()
     axis.add_patch(Rectangle((0, 0), width, paper_height, color="white", zorder=0))
 
-    # Grid: 1 mm minor, every fifth line major, over the grid area only (the header band stays white).
+    # Grid: 1 mm minor, every fifth line major, over the grid area only (header and footer stay white).
     top = int(np.floor(grid_height))
     columns_mm = np.arange(0, int(np.floor(width)) + 1)
     rows_mm = np.arange(0, top + 1)
     for major, width_pt, color, order in ((False, 0.4, MINOR_GRID_COLOR, 0.5), (True, 0.6, MAJOR_GRID_COLOR, 1)):
-        axis.vlines(columns_mm[(columns_mm % 5 == 0) == major], 0, top, colors=color, linewidth=width_pt, zorder=order)
-        axis.hlines(rows_mm[(rows_mm % 5 == 0) == major], 0, width, colors=color, linewidth=width_pt, zorder=order)
+        axis.vlines(columns_mm[(columns_mm % 5 == 0) == major], bottom, bottom + top, colors=color, linewidth=width_pt,
+                    zorder=order)
+        axis.hlines(bottom + rows_mm[(rows_mm % 5 == 0) == major], 0, width, colors=color, linewidth=width_pt,
+                    zorder=order)
 
     index = {lead: i for i, lead in enumerate(record.lead_names)}
     rate = record.sampling_rate
@@ -188,7 +192,7 @@ def draw_ecg(
 
     def row_baseline(row: int) -> float:
         # Rows from the top; the baseline sits a little below the middle so that R waves have room.
-        return grid_height - (row + 0.6) * row_height_mm
+        return bottom + grid_height - (row + 0.6) * row_height_mm
 
     # Traces are labelled "lead <name>" and pulses "calibration" (not shown; they let callers find them).
     def draw_segment(lead: str, row: int, start_s: float, seconds: float, x0: float) -> None:
@@ -227,13 +231,14 @@ def draw_ecg(
         draw_segment(strip, len(rows), 0.0, duration, _CALIBRATION_WIDTH_MM)
 
     heading = title if title is not None else (record.record_id or "ECG")
+    header = bottom + grid_height
+    axis.text(2, header + _HEADER_MM * 0.68, heading, fontsize=10, va="center", zorder=4)
     if scores is not None:
-        heading = f"{heading}   top scores: {_scores_text(scores, top_k)}"
-    axis.text(2, grid_height + _HEADER_MM * 0.55, heading, fontsize=10, va="center", zorder=4)
+        axis.text(2, header + _HEADER_MM * 0.26, f"top scores: {_scores_text(scores, top_k)}", fontsize=9,
+                  va="center", zorder=4)
     seconds = record.signal.shape[1] / rate
-    axis.text(width - 2, grid_height + _HEADER_MM * 0.55,
-              f"{speed:g} mm/s   {gain:g} mm/mV   {rate:g} Hz   {seconds:g} s recorded",
-              fontsize=8, va="center", ha="right", color="#444444", zorder=4)
+    axis.text(2, bottom / 2, f"{speed:g} mm/s   {gain:g} mm/mV   {rate:g} Hz   {seconds:g} s recorded",
+              fontsize=7, va="center", color="#444444", zorder=4)
     return figure
 
 
