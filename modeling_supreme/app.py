@@ -245,7 +245,6 @@ class ECGDemo:
     def launch(self, blocks=None, **launch_args):
         """Build (unless given) and launch; Gradio's uploads go under the app's temporary root."""
         blocks = blocks or self.build()
-        launch_args.setdefault("allowed_paths", [])
         return blocks.launch(**launch_args)
 
 

@@ -303,3 +303,12 @@ def test_the_command_line_app_serves_its_examples_and_cleans_up(tiny_checkpoint,
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
     assert not root.exists()
+
+
+def test_a_real_challenge_record_in_mat_format(demo, cinc2021_dir):
+    record = cinc2021_dir / "E07500"
+    image, rows, message = demo.analyse([str(record) + ".hea", str(record) + ".mat"], None, CONDITIONS, SOFTMAX)
+    assert message.startswith("Scored 1 record(s) against 4 condition(s)"), message
+    assert {row[0] for row in rows} == {"E07500"} and image is not None
+    _, _, message = demo.analyse([str(record) + ".hea"], None, CONDITIONS, SOFTMAX)
+    assert "E07500: signal file E07500.mat not found" in message
