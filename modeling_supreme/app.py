@@ -199,8 +199,8 @@ class ECGDemo:
                 first = read.records[0]
                 figure = draw_ecg(first, scores=first_scores, top_k=3)
                 image = _as_image(ecg_image_bytes(figure, "png", dpi=self.dpi))
-        except (UploadError, RecordError) as err:
-            return None, [], f"**Could not score the upload.** {err}"
+        except ValueError as err:  # UploadError, RecordError, and the feature extractor's checks (e.g. a too short record)
+            return None, [], f"**Could not score the upload.** {_strip_folder(str(err), self.temp_root)}"
         lines = [f"Scored {len(read.records)} record(s) against {len(conditions)} condition(s)"
                  + ("" if len(read.records) == 1 else f"; the drawing shows {read.records[0].record_id}") + "."]
         lines += [f"- warning: {w}" for w in read.warnings]
@@ -211,6 +211,8 @@ class ECGDemo:
         """The ``gradio.Blocks`` app. Sets ``GRADIO_TEMP_DIR`` to this demo's upload cache first: Gradio's
         components and server read it when they are created."""
         os.environ["GRADIO_TEMP_DIR"] = str(self.upload_cache)
+        # No usage analytics sent from an app that handles ECGs (a user may still turn them on).
+        os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
         import gradio as gr
 
         with gr.Blocks(title="SuPreME zero-shot ECG classification", delete_cache=(600, 1800)) as blocks:

@@ -134,7 +134,7 @@ def test_a_bundled_example_and_the_missing_choices(demo):
     assert "at least one condition" in demo.analyse(None, name, "", INDEPENDENT)[2]
 
 
-def test_the_temporary_root_is_removed_on_close(tiny_checkpoint, real_record, tmp_path):
+def test_the_temporary_root_is_removed_on_close(tiny_checkpoint, real_record, tmp_path, monkeypatch):
     demo = ECGDemo(str(tiny_checkpoint), temp_dir=str(tmp_path))
     seen = []
     original = shutil.copyfile
@@ -143,12 +143,10 @@ def test_the_temporary_root_is_removed_on_close(tiny_checkpoint, real_record, tm
         seen.append(Path(target))
         return original(source, target, *args, **kwargs)
 
-    shutil.copyfile = spy
-    try:
-        demo.analyse(_files(real_record, ".hea", ".dat"), None, "sinus rhythm", INDEPENDENT)
-        demo.analyse(_break(real_record, "missing .dat"), None, "sinus rhythm", INDEPENDENT)
-    finally:
-        shutil.copyfile = original
+    monkeypatch.setattr(shutil, "copyfile", spy)
+    demo.analyse(_files(real_record, ".hea", ".dat"), None, "sinus rhythm", INDEPENDENT)
+    demo.analyse(_break(real_record, "missing .dat"), None, "sinus rhythm", INDEPENDENT)
+    monkeypatch.undo()
     assert seen and all(demo.temp_root in path.parents for path in seen)
     assert not any(path.exists() for path in seen)  # each request's copies are gone after it
     assert sorted(p.name for p in demo.temp_root.iterdir()) == ["gradio"]
