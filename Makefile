@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_model.py
 	$(PY) benchmarks/bench_datasets.py
 	$(PY) benchmarks/bench_lexicon.py
+	$(PY) benchmarks/bench_app.py
 
 # Pre-train on PTB-XL folds 1-8 of ../shared/data (real reports, 100 Hz) and print the zero-shot
 # macro AUROC on folds 9-10 (super classes). Skips with a message when the folder is absent.
