@@ -211,3 +211,113 @@ def test_extra_signal_units_do_not_matter(tmp_path, signal):
     hea.write_text("".join(lines))
     rec = read_digital(base, warn=False)
     assert rec.extra_signals == ["vx", "vy", "vz"] and rec.digital.shape == (12, 5000)
+
+
+# ------------------------------------------------------------------------------------------------
+# Class 4: array inputs get the checks that files get
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    from processing.ecg.feature_extraction_supreme import ECGFeatureExtractor
+
+    return ECGFeatureExtractor(sampling_rate=500, num_samples=5000)
+
+
+LEADS = list(STANDARD_12_LEADS)
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64, np.uint16])
+def test_integer_arrays_need_units(extractor, signal, dtype):
+    counts = np.rint(signal * 1000).astype(dtype) if dtype != np.uint16 else np.rint(signal * 1000 + 5000).astype(dtype)
+    with pytest.raises(ValueError, match=rf"record 0: signal is an integer array \({np.dtype(dtype).name}\); "
+                                         r"integers are usually ADC counts.*units='mV'"):
+        extractor(counts, sampling_rate=500, lead_names=LEADS)
+
+
+def test_integer_arrays_in_a_batch_name_the_record(extractor, signal):
+    records = [{"signal": signal, "sampling_rate": 500, "lead_names": LEADS, "record_id": "ok"},
+               {"signal": np.rint(signal * 1000).astype(np.int16), "sampling_rate": 500, "lead_names": LEADS,
+                "record_id": "adc_42"}]
+    with pytest.raises(ValueError, match=r"record 'adc_42': signal is an integer array \(int16\)"):
+        extractor(records)
+
+
+def test_torch_and_nested_integer_inputs_are_refused(extractor, signal):
+    import torch
+
+    counts = np.rint(signal * 1000).astype(np.int16)
+    with pytest.raises(ValueError, match=r"integer array \(int16\)"):
+        extractor(torch.from_numpy(counts), sampling_rate=500, lead_names=LEADS)
+    with pytest.raises(ValueError, match=r"integer array \(int64\)"):
+        extractor(counts.astype(int).tolist(), sampling_rate=500, lead_names=LEADS)
+    with pytest.raises(ValueError, match="boolean array"):
+        extractor(counts > 0, sampling_rate=500, lead_names=LEADS)
+
+
+def test_stated_units_convert_integer_and_float_arrays(extractor, signal):
+    reference = extractor(signal.astype(np.float32), sampling_rate=500, lead_names=LEADS)["input_values"]
+    microvolts = np.rint(signal * 1000).astype(np.int32)
+    from_uv = extractor(microvolts, sampling_rate=500, lead_names=LEADS, units="uV")["input_values"]
+    np.testing.assert_allclose(from_uv, reference, atol=1.1e-3)
+    volts = (signal / 1000.0).astype(np.float64)
+    np.testing.assert_allclose(extractor(volts, sampling_rate=500, lead_names=LEADS, units="V")["input_values"],
+                               reference, atol=1e-5)
+    dict_units = extractor({"signal": microvolts, "sampling_rate": 500, "lead_names": LEADS, "units": "uV"})
+    np.testing.assert_allclose(dict_units["input_values"], reference, atol=1.1e-3)
+    with pytest.raises(ValueError, match=r"units must be one of \['mV', 'uV', 'µV', 'V'\], got 'counts'"):
+        extractor(signal, sampling_rate=500, lead_names=LEADS, units="counts")
+
+
+@pytest.mark.parametrize("factor, name", [(1000.0, "microvolts taken as mV"), (0.001, "volts taken as mV"),
+                                          (5.0, "gain 5x too small"), (0.2, "gain 5x too large")])
+def test_array_amplitude_plausibility(extractor, signal, factor, name):
+    typical = signal * 1.4  # median lead peak-to-peak about 1.3 mV, as on real records
+    with pytest.warns(ECGDataWarning, match=r"record 'x1': implausible amplitude.*check the signal's units"):
+        extractor({"signal": typical * factor, "sampling_rate": 500, "lead_names": LEADS, "record_id": "x1"})
+
+
+def test_plausible_array_gives_no_warning_and_flat_lead_warns(extractor, signal):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        extractor(signal, sampling_rate=500, lead_names=LEADS)
+        extractor(signal * 1000, sampling_rate=500, lead_names=LEADS, check_amplitude=False)  # opted out
+    flat = signal.copy()
+    flat[3] = 0.25
+    with pytest.warns(ECGDataWarning, match=r"record 0: flat \(constant\) lead\(s\) aVR"):
+        out = extractor(flat, sampling_rate=500, lead_names=LEADS)
+    assert out["lead_mask"][0, 3]  # a recorded flat lead is still recorded, with a warning
+
+
+def test_entirely_missing_lead_in_an_array_is_absent(extractor, signal):
+    gap = signal.copy()
+    gap[[4, 9]] = np.nan
+    out = extractor(gap, sampling_rate=500, lead_names=LEADS)
+    assert out["lead_mask"][0].tolist() == [i not in (4, 9) for i in range(12)]
+    assert np.all(out["input_values"][0, [4, 9]] == 0)
+
+
+def test_entirely_missing_lead_in_a_file_is_absent(tmp_path, extractor, signal):
+    digital = np.rint(signal * 1000).astype(np.int64)
+    digital[4] = -32768  # the WFDB missing-sample value over the whole of aVL
+    base = write_wfdb_dat(tmp_path, "dead_avl", digital=digital)
+    with pytest.warns(ECGDataWarning, match=r"dead_avl: 5000 missing \(NaN\) samples in lead\(s\) aVL"):
+        record = read_wfdb_record(base)
+    assert record.missing_leads == ["aVL"]
+    for given in (str(base), record, [record]):  # a path, the reader's record, a list of them
+        out = extractor(given)
+        assert out["lead_mask"][0].tolist() == [lead != "aVL" for lead in LEADS]
+    partly = np.rint(signal * 1000).astype(np.int64)
+    partly[4, :100] = -32768  # a gap is interpolated: the lead stays recorded
+    out = extractor(str(write_wfdb_dat(tmp_path, "gap_avl", digital=partly)))
+    assert out["lead_mask"][0].all()
+
+
+def test_collator_rows_are_not_rechecked(extractor, signal):
+    from processing.ecg.data_collator import ECGDataCollator
+
+    collate = ECGDataCollator(extractor, label_column=None, return_tensors="np")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batch = collate([{"signal": signal * 1000, "sampling_rate": 500, "lead_names": LEADS, "record_id": "r"}])
+    assert batch["input_values"].shape == (1, 12, 5000)

@@ -86,6 +86,7 @@ class ECGRecord:
     n_nan: int = 0  # missing samples found in the source (before ``nan_policy``)
     issues: List[str] = field(default_factory=list)  # warnings raised while reading
     extra_signals: List[str] = field(default_factory=list)  # non-standard signals left out (e.g. Frank vx, vy, vz)
+    missing_leads: List[str] = field(default_factory=list)  # leads without a single valid sample (filled, not recorded)
 
 
 @dataclass
@@ -109,6 +110,7 @@ class DigitalRecord:
     missing: Optional[np.ndarray] = None  # bool mask, only with nan_policy="keep"
     fast_path: bool = True
     extra_signals: List[str] = field(default_factory=list)  # non-standard signals left out (e.g. Frank vx, vy, vz)
+    missing_leads: List[str] = field(default_factory=list)  # leads without a single valid sample (filled, not recorded)
 
     def physical(self) -> np.ndarray:
         """float32 millivolts, shape (leads, samples); missing samples NaN if they were kept."""
@@ -532,7 +534,9 @@ def read_digital(
     if n_total == 0:
         raise RecordError(f"{where}: the record has no samples")
 
+    missing_leads: List[str] = []
     if n_nan:
+        missing_leads = [leads[i] for i in np.flatnonzero(missing.all(axis=1))]
         fraction = n_nan / n_total
         bad_leads = [leads[i] for i in np.flatnonzero(missing.any(axis=1))]
         if nan_policy == "raise":
@@ -559,7 +563,7 @@ def read_digital(
     rec = DigitalRecord(
         record_id=rid, digital=digital, gain=gain, lead_names=leads, sampling_rate=int(round(h.fs)),
         comments=list(h.comments), path=str(base), n_nan=n_nan, issues=issues, missing=missing, fast_path=used_fast,
-        extra_signals=extra_signals,
+        extra_signals=extra_signals, missing_leads=missing_leads,
     )
     if warn:
         for issue in issues:
@@ -617,7 +621,8 @@ def _fill_missing(digital: np.ndarray, missing: np.ndarray, interpolate: bool) -
         digital[i, bad] = np.rint(np.interp(idx[bad], idx[good], digital[i, good])).astype(digital.dtype)
 
 
-def _amplitude_issues(digital: np.ndarray, gain: np.ndarray, leads: Sequence[str], missing) -> List[str]:
+def _amplitude_issues(digital: np.ndarray, gain: np.ndarray, leads: Sequence[str], missing, skip=None,
+                      hint: Optional[str] = None) -> List[str]:
     if missing is not None:
         work = np.where(missing, 0, digital)
     else:
@@ -626,20 +631,42 @@ def _amplitude_issues(digital: np.ndarray, gain: np.ndarray, leads: Sequence[str
     lo = work.min(axis=1).astype(np.float64)
     ptp = (hi - lo) / gain
     issues = []
+    if skip is not None:  # leads without any valid sample: neither flat nor part of the statistics
+        ptp = np.where(skip, np.nan, ptp)
     flat = [leads[i] for i in np.flatnonzero(ptp == 0)]
     if flat:
         issues.append(f"flat (constant) lead(s) {', '.join(flat)}")
     live = ptp[ptp > 0]
     if live.size:
         median = float(np.median(live))
-        peak = float(np.max(np.maximum(np.abs(hi), np.abs(lo)) / gain))
+        peak = float(np.nanmax(np.where(np.isnan(ptp), np.nan, np.maximum(np.abs(hi), np.abs(lo)) / gain)))
         if median < MIN_MEDIAN_PEAK_TO_PEAK or median > MAX_MEDIAN_PEAK_TO_PEAK or peak > MAX_ABS_AMPLITUDE:
             issues.append(
                 f"implausible amplitude: median peak-to-peak {median:.4g} mV over leads, largest sample {peak:.4g} mV "
-                f"(expected about {MIN_MEDIAN_PEAK_TO_PEAK}-{MAX_MEDIAN_PEAK_TO_PEAK} mV); check the ADC gain "
-                f"{sorted(set(float(g) for g in gain))} counts/mV in the header"
+                f"(expected about {MIN_MEDIAN_PEAK_TO_PEAK}-{MAX_MEDIAN_PEAK_TO_PEAK} mV); "
+                + (hint or f"check the ADC gain {sorted(set(float(g) for g in gain))} counts/mV in the header")
             )
     return issues
+
+
+def amplitude_issues(signal_mv: np.ndarray, leads: Sequence[str]) -> List[str]:
+    """The amplitude checks of WFDB records applied to a float signal in millivolts (leads, samples).
+
+    Used by the feature extractor for array inputs, so that an array gets the same plausibility
+    check as a file: a flat lead, and a median peak-to-peak or largest sample outside the limits
+    above (a wrong unit or gain). NaN samples are ignored.
+    """
+    signal = np.asarray(signal_mv, dtype=np.float64)
+    finite = np.isfinite(signal)
+    if not finite.any():
+        return []
+    hi = np.where(finite, signal, -np.inf).max(axis=1)
+    lo = np.where(finite, signal, np.inf).min(axis=1)
+    usable = finite.any(axis=1)
+    hi, lo = np.where(usable, hi, 0.0), np.where(usable, lo, 0.0)
+    return _amplitude_issues(np.stack([hi, lo], axis=1), np.ones(len(leads)), [lead for lead in leads], None,
+                             skip=~usable, hint="check the signal's units (millivolts are expected; pass units='uV' "
+                             "or 'V' for other units, or divide ADC counts by their gain)")
 
 
 def read_wfdb_record(
@@ -669,4 +696,5 @@ def read_wfdb_record(
         n_nan=rec.n_nan,
         issues=rec.issues,
         extra_signals=rec.extra_signals,
+        missing_leads=rec.missing_leads,
     )
