@@ -183,6 +183,7 @@ class ZeroShotECGClassificationPipeline(Pipeline):
                 "or load the pipeline from a checkpoint folder that holds the processor"
             )
         self._tokenized_queries: dict[tuple, Any] = {}
+        self._checked_queries: set[tuple] = set()
 
     def __call__(self, inputs, **kwargs) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """Score one ECG (returns a list of `{"label", "score"}` sorted by score) or a list of ECGs.
@@ -230,8 +231,12 @@ class ZeroShotECGClassificationPipeline(Pipeline):
             candidate_labels = validate_candidate_labels(candidate_labels)
             template = validate_hypothesis_template(hypothesis_template)
             query_texts = tuple(template.format(label) for label in candidate_labels)
-            validate_query_lengths(self.tokenizer, query_texts, candidate_labels,
-                                   getattr(self.model.config, "text_max_length", 64))
+            if query_texts not in self._checked_queries:  # tokenized once per label set
+                validate_query_lengths(self.tokenizer, query_texts, candidate_labels,
+                                       getattr(self.model.config, "text_max_length", 64))
+                if len(self._checked_queries) > 64:
+                    self._checked_queries.clear()
+                self._checked_queries.add(query_texts)
             forward_params["query_texts"] = query_texts
             postprocess_params["candidate_labels"] = candidate_labels
         elif hypothesis_template is not None:

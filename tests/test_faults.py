@@ -321,3 +321,133 @@ def test_collator_rows_are_not_rechecked(extractor, signal):
         warnings.simplefilter("error")
         batch = collate([{"signal": signal * 1000, "sampling_rate": 500, "lead_names": LEADS, "record_id": "r"}])
     assert batch["input_values"].shape == (1, 12, 5000)
+
+
+# ------------------------------------------------------------------------------------------------
+# Classes 5 and 6: pipeline call arguments, and errors inside a list of inputs
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_checkpoint):
+    import modeling_supreme  # noqa: F401  (registers the task)
+    from transformers import pipeline
+
+    return pipeline("zero-shot-ecg-classification", model=str(tiny_checkpoint))
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        ([], r"candidate_labels is empty"),
+        (["sinus rhythm", ""], r"candidate_labels\[1\] is '': an empty or whitespace-only label"),
+        (["  \t", "sinus rhythm"], r"candidate_labels\[0\] is '  \\t': an empty or whitespace-only label"),
+        (["sinus rhythm", None], r"candidate_labels\[1\] is None \(NoneType\); each label must be a non-empty string"),
+        ([3, "sinus rhythm"], r"candidate_labels\[0\] is 3 \(int\)"),
+        (["Sinus rhythm", "sinus  rhythm"], r"duplicates: \[0\] 'Sinus rhythm' and \[1\] 'sinus  rhythm'"),
+        ("sinus rhythm,,atrial fibrillation", r"empty label at comma-separated position\(s\) \[1\]"),
+        (" , ", r"holds no label"),
+        (None, r"candidate_labels is required"),
+    ],
+)
+def test_candidate_labels_are_validated(classifier, generated_records, labels, message):
+    with pytest.raises(ValueError, match=message):
+        classifier(str(generated_records["hr"][0]), candidate_labels=labels)
+
+
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        ("no slot", r"exactly one '\{\}' slot.*'no slot' with 0 slot"),
+        ("{} and {}", r"exactly one '\{\}' slot.*with 2 slot"),
+        ("ECG of {label}", r"with 1 slot\(s\) \(named or numbered\)"),
+        ("ECG {0}", r"named or numbered"),
+        ("ECG {", r"not a valid format string"),
+        (7, r"hypothesis_template must be a string"),
+    ],
+)
+def test_hypothesis_template_needs_exactly_one_slot(classifier, generated_records, template, message):
+    with pytest.raises(ValueError, match=message):
+        classifier(str(generated_records["hr"][0]), candidate_labels=["sinus rhythm"], hypothesis_template=template)
+
+
+def test_template_with_literal_braces_is_accepted():
+    from modeling_supreme.pipeline_supreme import validate_hypothesis_template
+
+    assert validate_hypothesis_template("{{ECG}} shows {}") == "{{ECG}} shows {}"
+
+
+@pytest.mark.parametrize("value", ["false", "False", 0, 1, None.__class__, "yes"])
+def test_multi_label_must_be_a_bool(classifier, generated_records, value):
+    with pytest.raises(ValueError, match=r"multi_label must be True or False, got"):
+        classifier(str(generated_records["hr"][0]), candidate_labels=["sinus rhythm"], multi_label=value)
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, "2", True])
+def test_top_k_and_errors_arguments(classifier, generated_records, value):
+    with pytest.raises(ValueError, match=r"top_k must be a whole number of at least 1"):
+        classifier(str(generated_records["hr"][0]), candidate_labels=["sinus rhythm"], top_k=value)
+    with pytest.raises(ValueError, match=r"errors must be one of \('raise', 'return'\), got 'ignore'"):
+        classifier(str(generated_records["hr"][0]), candidate_labels=["sinus rhythm"], errors="ignore")
+
+
+def test_labels_over_the_text_limit(classifier, generated_records):
+    limit = classifier.model.config.text_max_length
+    common = "atrial fibrillation with rapid ventricular response " * (limit // 4)
+    with pytest.raises(ValueError, match=rf"candidate_labels\[0\] .* and candidate_labels\[1\] .* identical within the "
+                                         rf"text limit of {limit} tokens"):
+        classifier(str(generated_records["hr"][0]), candidate_labels=[common + "and LBBB", common + "and RBBB"])
+    long_label = "sinus rhythm " * limit
+    with pytest.warns(UserWarning, match=rf"candidate_labels\[1\] 'sinus rhythm sinus .* only the first {limit}"):
+        result = classifier(str(generated_records["hr"][0]), candidate_labels=["atrial fibrillation", long_label])
+    assert len(result) == 2
+    with warnings.catch_warnings():  # labels within the limit: no warning
+        warnings.simplefilter("error")
+        classifier(str(generated_records["hr"][0]), candidate_labels=["atrial fibrillation", "sinus rhythm"])
+
+
+def _bad_inputs(tmp_path, generated_records, signal):
+    missing = tmp_path / "no_such_record"
+    return [
+        str(generated_records["hr"][0]),
+        str(missing),  # position 1: no header
+        {"signal": signal, "sampling_rate": 500, "lead_names": LEADS, "record_id": "good_dict"},
+        {"signal": np.rint(signal * 1000).astype(np.int16), "sampling_rate": 500, "lead_names": LEADS,
+         "record_id": "adc_counts"},  # position 3: integer counts
+        {"signal": signal[:, :100], "sampling_rate": 500, "lead_names": LEADS, "record_id": "too_short"},  # 4
+    ]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_errors_in_a_list_name_the_position_and_record(classifier, generated_records, tmp_path, signal, batch_size):
+    inputs = _bad_inputs(tmp_path, generated_records, signal)
+    with pytest.raises(RecordError, match=r"^input 1: .*no_such_record: no WFDB header"):
+        classifier(inputs, candidate_labels=["sinus rhythm"], batch_size=batch_size)
+    with pytest.raises(ValueError, match=r"^input 1: record 'adc_counts': signal is an integer array"):
+        classifier(inputs[2:4], candidate_labels=["sinus rhythm"], batch_size=batch_size)
+    with pytest.raises(ValueError, match=r"^input 2: record 'too_short': record is 0.200 s long"):
+        classifier([inputs[0], inputs[2], inputs[4]], candidate_labels=["sinus rhythm"], batch_size=batch_size)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 8])
+def test_errors_return_scores_the_rest(classifier, generated_records, tmp_path, signal, batch_size):
+    inputs = _bad_inputs(tmp_path, generated_records, signal)
+    labels = ["atrial fibrillation", "sinus rhythm"]
+    results = classifier(inputs, candidate_labels=labels, errors="return", batch_size=batch_size)
+    assert len(results) == 5
+    errors = {i: r for i, r in enumerate(results) if isinstance(r, dict)}
+    assert sorted(errors) == [1, 3, 4]
+    assert errors[1]["input"] == 1 and errors[1]["record_id"] == str(tmp_path / "no_such_record")
+    assert "no WFDB header" in errors[1]["error"]
+    assert errors[3]["record_id"] == "adc_counts" and "integer array" in errors[3]["error"]
+    assert errors[4]["record_id"] == "too_short" and "0.200 s long" in errors[4]["error"]
+    # the good records get exactly the scores they get alone
+    for i in (0, 2):
+        alone = classifier(inputs[i], candidate_labels=labels)
+        assert {r["label"]: r["score"] for r in results[i]} == pytest.approx({r["label"]: r["score"] for r in alone},
+                                                                            abs=1e-5)
+
+
+def test_errors_return_when_every_input_fails(classifier, tmp_path):
+    results = classifier([str(tmp_path / "a"), str(tmp_path / "b")], candidate_labels=["sinus rhythm"],
+                         errors="return", batch_size=2)
+    assert [r["input"] for r in results] == [0, 1] and all("no WFDB header" in r["error"] for r in results)
