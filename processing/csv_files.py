@@ -43,7 +43,7 @@ class CSVRows:
                 f"{err.reason}); convert the file to UTF-8 (e.g. iconv -f cp1252 -t utf-8)"
             ) from None
         except csv.Error as err:
-            line = self._reader.line_num
+            line = self._reader.line_num + 1  # the line being parsed is not counted yet
             hint = ""
             if "field limit" in str(err):
                 hint = (f"; a field is longer than csv.field_size_limit() = {csv.field_size_limit()} characters "

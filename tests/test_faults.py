@@ -9,6 +9,7 @@ arguments, 6 errors in a batch, 7 reports, 8 two writers, 9 multi-signal records
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -451,3 +452,196 @@ def test_errors_return_when_every_input_fails(classifier, tmp_path):
     results = classifier([str(tmp_path / "a"), str(tmp_path / "b")], candidate_labels=["sinus rhythm"],
                          errors="return", batch_size=2)
     assert [r["input"] for r in results] == [0, 1] and all("no WFDB header" in r["error"] for r in results)
+
+
+# ------------------------------------------------------------------------------------------------
+# Class 7: reports (empty reports, CSV decode errors, CSV field limit; no 0-byte output)
+
+REPO = Path(__file__).resolve().parents[1]
+EXTRACT = REPO / "examples" / "extract_entities.py"
+
+
+@pytest.fixture(scope="module")
+def lexicon():
+    from processing.reports.extraction import create_backend
+
+    return create_backend("lexicon")
+
+
+def test_empty_reports_are_marked_and_left_out_of_targets(tmp_path, lexicon):
+    from modeling_supreme.training.targets import build_targets, load_entities
+    from processing.reports.entities_file import iter_entities_file, run_extraction
+
+    records = [("a", ""), ("b", "  \n\t "), ("c", None), ("d", "Sinusrhythmus. Linksschenkelblock."),
+               ("e", b"   "), ("f", "Vorhofflimmern")]
+    out = tmp_path / "e.jsonl"
+    stats = run_extraction(records, out, lexicon, batch_size=4, progress=False, log=lambda m: None)
+    assert stats.no_report == 4 and stats.errors == 0 and stats.written == 6
+    lines = {line["record_id"]: line for line in iter_entities_file(out)}
+    for rid in "abce":
+        assert lines[rid]["no_report"] is True and lines[rid]["entities"] == [] and lines[rid]["error"] is None
+    for rid in "df":
+        assert "no_report" not in lines[rid] and lines[rid]["entities"]
+    targets = build_targets(list("abcdef"), list("abcdef"), load_entities(str(out)), min_count=1)
+    assert targets.rows.tolist() == [3, 5]  # only d and f: an empty report is not a negative for every concept
+    assert targets.report["records_without_report"] == 4
+    # resuming the file does not extract them again
+    again = run_extraction(records, out, lexicon, progress=False, log=lambda m: None)
+    assert again.written == 0 and again.already_done == 6
+
+
+def _ptbxl_table(folder: Path, report_3: bytes) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    header = b"ecg_id,patient_id,report,scp_codes,strat_fold,filename_lr,filename_hr\n"
+    row = lambda i, report: (f'{i},{100 + i}.0,"'.encode() + report + f'","{{\'NORM\': 100.0}}",1,'  # noqa: E731
+                             f"records100/00000/{i:05d}_lr,records500/00000/{i:05d}_hr\n".encode())
+    (folder / "ptbxl_database.csv").write_bytes(header + row(1, b"sinusrhythmus") + row(2, b"normales ekg")
+                                                + row(3, report_3) + row(4, b"lagetyp normal"))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "report, message",
+    [
+        ("qt-verl\xe4ngerung".encode("latin-1"), r"ptbxl_database.csv: line 4 is not valid UTF-8 \(byte 0xe4 at file offset"),
+        (b"\xff\xfe broken", r"ptbxl_database.csv: line 4 is not valid UTF-8 \(byte 0xff"),
+        (b"x" * 200_000, r"ptbxl_database.csv: line 4: unreadable CSV \(field larger than field limit \(131072\)\); "
+                         r"a field is longer than csv.field_size_limit\(\)"),
+    ],
+)
+def test_ptbxl_table_faults_name_file_and_line(tmp_path, report, message):
+    from datasets_scripts.corpora.ptbxl import read_ptbxl_database
+
+    folder = _ptbxl_table(tmp_path / "ptbxl", report)
+    with pytest.raises(ValueError, match=message):
+        read_ptbxl_database(str(folder))
+    assert len(read_ptbxl_database(str(_ptbxl_table(tmp_path / "fine", "qt-verlängerung".encode())))) == 4
+
+
+def _run_extract(*args, env=None, timeout=300):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, str(EXTRACT), "--no_progress", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+
+@pytest.mark.parametrize("report, message", [
+    ("qt-verl\xe4ngerung".encode("latin-1"), "line 4 is not valid UTF-8"),
+    (b"x" * 200_000, "line 4: unreadable CSV (field larger than field limit (131072))"),
+])
+def test_extract_entities_csv_faults_leave_no_output(tmp_path, report, message):
+    folder = _ptbxl_table(tmp_path / "ptbxl", report)
+    out = tmp_path / "entities.jsonl"
+    result = _run_extract("--dataset", "ptbxl", "--data_dir", str(folder), "--output", str(out))
+    assert result.returncode != 0 and message in result.stderr and "ptbxl_database.csv" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists() and not (tmp_path / "entities.jsonl.lock").exists()
+
+
+def test_reports_csv_field_limit_and_legacy_bytes(tmp_path):
+    table = tmp_path / "reports.csv"
+    table.write_bytes(b"record_id,report\n1,Sinusrhythmus\n2,\"" + b"y" * 140_000 + b"\"\n")
+    out = tmp_path / "e.jsonl"
+    result = _run_extract("--reports_csv", str(table), "--output", str(out), "--batch_size", "1")
+    assert result.returncode != 0 and f"{table}: line 3: unreadable CSV" in result.stderr
+    assert "Traceback" not in result.stderr
+    # the rows before the bad one were written as complete lines (the file resumes); nothing half-written
+    assert out.read_text().count("\n") == 1 and out.read_text().endswith("\n")
+    # a legacy (cp1252) byte in a --reports_csv file is decoded per report, not an error
+    legacy = tmp_path / "legacy.csv"
+    legacy.write_bytes(b"record_id,report\n1,QT-Verl\xe4ngerung\n")
+    result = _run_extract("--reports_csv", str(legacy), "--output", str(tmp_path / "l.jsonl"))
+    assert result.returncode == 0, result.stderr
+    assert '"error": null' in (tmp_path / "l.jsonl").read_text()
+
+
+# ------------------------------------------------------------------------------------------------
+# Class 8: one writer per entities file
+
+
+def test_second_writer_is_refused_and_a_killed_writer_releases_the_lock(tmp_path, lexicon):
+    import os
+    import signal as signals
+    import subprocess
+    import sys
+
+    from processing.reports.entities_file import OutputLocked, run_extraction
+
+    out = tmp_path / "e.jsonl"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from processing.reports.entities_file import _WriterLock\n"
+         "with _WriterLock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(120)", str(out)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputLocked, match=rf"e.jsonl: another extraction \(pid {holder.pid}\) is writing this file"):
+            run_extraction([("1", "Sinusrhythmus")], out, lexicon, progress=False, log=lambda m: None)
+        assert not out.exists()
+    finally:
+        holder.send_signal(signals.SIGKILL)
+        holder.wait()
+    stats = run_extraction([("1", "Sinusrhythmus")], out, lexicon, progress=False, log=lambda m: None)
+    assert stats.written == 1 and not (tmp_path / "e.jsonl.lock").exists()
+
+
+@pytest.mark.slow
+def test_two_extract_entities_processes_on_one_file(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "e.jsonl"
+    args = ["--dataset", "synthetic", "--dataset_arg", "num_records=4000", "--dataset_arg", "seed=3", "--output", str(out),
+            "--batch_size", "20", "--no_progress"]
+    first = subprocess.Popen([sys.executable, str(EXTRACT), *args], cwd=REPO, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.time() + 300
+    while not (out.exists() and out.stat().st_size) and first.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    second = _run_extract(*args[:-1])
+    first_err = first.communicate(timeout=600)[1]
+    assert first.returncode == 0, first_err[-2000:]
+    if second.returncode == 0:  # the first had already finished: the second found everything done
+        assert "skipped 4000 already done" in second.stderr
+    else:
+        assert f"another extraction (pid {first.pid}) is writing this file" in second.stderr
+    lines = out.read_text().splitlines()
+    assert len(lines) == 4000 and len({json.loads(line)["record_id"] for line in lines}) == 4000
+
+
+@pytest.mark.slow
+def test_extraction_killed_at_seeded_random_points(tmp_path):
+    import os
+    import signal as signals
+    import subprocess
+    import sys
+    import time
+
+    args = ["--dataset", "synthetic", "--dataset_arg", "num_records=3000", "--dataset_arg", "seed=5", "--batch_size", "16",
+            "--no_progress"]
+    reference = tmp_path / "reference.jsonl"
+    assert _run_extract(*args, "--output", str(reference)).returncode == 0
+    out = tmp_path / "killed.jsonl"
+    rng = np.random.default_rng(8)
+    kills = 0
+    for _ in range(4):
+        written = out.stat().st_size if out.exists() else 0
+        target = written + int(rng.integers(2_000, 60_000))  # bytes more before the kill, plus a random delay
+        process = subprocess.Popen([sys.executable, str(EXTRACT), *args, "--output", str(out)], cwd=REPO,
+                                   stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        deadline = time.time() + 300
+        while process.poll() is None and time.time() < deadline and (out.stat().st_size if out.exists() else 0) < target:
+            time.sleep(0.002)
+        time.sleep(float(rng.uniform(0, 0.05)))
+        if process.poll() is None:
+            process.send_signal(signals.SIGKILL)
+            kills += 1
+        process.wait()
+    assert kills >= 3
+    assert _run_extract(*args, "--output", str(out)).returncode == 0
+    assert not out.with_name(out.name + ".lock").exists()
+    assert sorted(out.read_text().splitlines()) == sorted(reference.read_text().splitlines())
