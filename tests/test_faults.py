@@ -77,8 +77,9 @@ def test_signal_line_fields_are_required(tmp_path, signal, field):
     lines = hea.read_text().splitlines()
     lines[1] = " ".join(SIGNAL_LINE_DEFECTS[field](lines[1].split(" ")))
     hea.write_text("\n".join(lines) + "\n")
-    with pytest.raises(RecordError, match=f"{base}: .*{field}"):
-        read_wfdb_record(base)
+    for fast in (True, False):
+        with pytest.raises(RecordError, match=f"{base}: .*{field}"):
+            read_wfdb_record(base, fast=fast)
 
 
 def test_real_headers_have_every_required_field(shared_data):
@@ -516,6 +517,19 @@ def test_ptbxl_table_faults_name_file_and_line(tmp_path, report, message):
     with pytest.raises(ValueError, match=message):
         read_ptbxl_database(str(folder))
     assert len(read_ptbxl_database(str(_ptbxl_table(tmp_path / "fine", "qt-verlängerung".encode())))) == 4
+
+
+@pytest.mark.parametrize("bad, message", [
+    (b"Sinus\xe4rhythm", r"machine_measurements.csv: line 3 is not valid UTF-8 \(byte 0xe4"),
+    (b"z" * 150_000, r"machine_measurements.csv: line 3: unreadable CSV \(field larger than field limit"),
+])
+def test_mimic_measurements_faults_name_file_and_line(tmp_path, bad, message):
+    from datasets_scripts.corpora.mimic_iv_ecg import iter_mimic_reports
+
+    (tmp_path / "machine_measurements.csv").write_bytes(
+        b"subject_id,study_id,report_0,report_1\n1,40000001,Sinus rhythm,Normal ECG\n2,40000002," + bad + b",x\n")
+    with pytest.raises(ValueError, match=message):
+        list(iter_mimic_reports(str(tmp_path)))
 
 
 def _run_extract(*args, env=None, timeout=300):

@@ -17,6 +17,16 @@ physical = (digital - baseline) / gain, computed in float64 and returned as floa
 Validation (each fault is a :class:`RecordError` naming the record, or a warning)
 ---------------------------------------------------------------------------------
 - missing or unparsable header, missing or unreadable signal file: error;
+- a header field that decides how samples are read (sampling frequency, number of samples, ADC gain
+  with units, lead name; ADC zero and checksum where present) missing or unparsable: error naming the
+  file and the field, never wfdb's default (250 Hz, gain 200, mV). The header is always parsed here,
+  also when the samples are read through wfdb;
+- a signal file outside the record's folder (absolute path, ``../``, a symlink leading out): error,
+  unless ``allow_external_files=True`` (:func:`check_signal_files`, the one place of this rule);
+- headers are decoded as UTF-8 (Latin-1 only for a header that is not valid UTF-8);
+- signals besides the 12 standard leads (PTB Diagnostic's Frank leads vx, vy, vz): left out and
+  listed in ``extra_signals`` with a warning, when all 12 standard leads are present; otherwise an
+  unknown lead name is an error;
 - a signal file whose size disagrees with the header's lead count and length (truncated file,
   wrong length or lead count in the header), or a ``.mat`` matrix whose shape disagrees: error;
 - units: ``mV`` (any case) is used as is, ``uV``/``µV``/``μV`` are divided by 1000, ``V`` is
@@ -25,7 +35,9 @@ Validation (each fault is a :class:`RecordError` naming the record, or a warning
 - missing samples (the WFDB invalid value, -32768 in format 16; NaN in the physical signal) are
   counted and handled by ``nan_policy``: ``"interpolate"`` (default: linear interpolation inside
   each lead, the nearest valid value at the edges, a lead with no valid sample becomes 0 mV),
-  ``"zero"`` (0 mV), ``"keep"`` (NaN stays; :func:`read_wfdb_record` only) or ``"raise"``.
+  ``"zero"`` (0 mV), ``"keep"`` (NaN stays; :func:`read_wfdb_record` only) or ``"raise"``. Leads
+  without a single valid sample are listed in ``missing_leads`` (the feature extractor treats them
+  as absent, not as recorded flat leads).
   More than ``max_nan_fraction`` missing samples in the record is an error. Any missing sample is
   also reported as a warning;
 - implausible amplitude (the 2020 Challenge release had ADC gains off by 5x to 1000x): a warning
