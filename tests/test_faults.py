@@ -659,3 +659,49 @@ def test_extraction_killed_at_seeded_random_points(tmp_path):
     assert _run_extract(*args, "--output", str(out)).returncode == 0
     assert not out.with_name(out.name + ".lock").exists()
     assert sorted(out.read_text().splitlines()) == sorted(reference.read_text().splitlines())
+
+
+# ------------------------------------------------------------------------------------------------
+# Class 10 (in process): the cause of the replayed epoch, and what a killed save leaves behind
+
+
+def test_prepared_loader_follows_the_epoch_it_is_given():
+    """accelerate's prepared DataLoader sets its sampler's epoch from its own counter when iterated; a
+    new process starts that counter at 0. Setting the epoch on the prepared loader is what the
+    training loop does; setting it on the sampler alone is overridden (the defect of issue 11)."""
+    import torch
+    from accelerate.data_loader import prepare_data_loader
+
+    from modeling_supreme.training.data import EpochSampler
+
+    def order(set_on):
+        sampler = EpochSampler(12, seed=3)
+        loader = prepare_data_loader(torch.utils.data.DataLoader(list(range(12)), batch_size=4, sampler=sampler),
+                                     device=torch.device("cpu"), num_processes=1, process_index=0, put_on_device=False)
+        if set_on == "loader":
+            loader.set_epoch(2)
+        else:
+            sampler.set_epoch(2)
+        return [int(x) for batch in loader for x in batch]
+
+    expected = np.random.default_rng([3, 2]).permutation(12).tolist()
+    assert order("loader") == expected
+    assert order("sampler") == np.random.default_rng([3, 0]).permutation(12).tolist() != expected
+
+
+def test_unfinished_checkpoints_are_ignored_and_removed(tmp_path):
+    from modeling_supreme.training.checkpoints import (
+        STATE_FILE, complete_checkpoints, remove_unfinished_checkpoints, resolve_resume,
+    )
+
+    root = tmp_path / "checkpoints"
+    for name, finished in (("step_00000002", True), ("step_00000004", True), (".partial_step_00000006", True),
+                           (".deleting_step_00000001", True), ("step_00000008", False)):
+        (root / name).mkdir(parents=True)
+        (root / name / "model.safetensors").write_bytes(b"x")
+        if finished:
+            (root / name / STATE_FILE).write_text("{}")
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step_00000002", "step_00000004"]
+    assert resolve_resume(tmp_path, "latest").name == "step_00000004"
+    assert remove_unfinished_checkpoints(tmp_path) == [".deleting_step_00000001", ".partial_step_00000006"]
+    assert sorted(p.name for p in root.iterdir()) == ["step_00000002", "step_00000004", "step_00000008"]
