@@ -705,3 +705,32 @@ def test_unfinished_checkpoints_are_ignored_and_removed(tmp_path):
     assert resolve_resume(tmp_path, "latest").name == "step_00000004"
     assert remove_unfinished_checkpoints(tmp_path) == [".deleting_step_00000001", ".partial_step_00000006"]
     assert sorted(p.name for p in root.iterdir()) == ["step_00000002", "step_00000004", "step_00000008"]
+
+
+@pytest.mark.parametrize("rate, message", [
+    (True, r"sampling rate must be a number of Hz, got True \(bool\)"),
+    ("500", r"sampling rate must be a number of Hz, got '500' \(str\)"),
+    (float("nan"), r"sampling rate must be a positive finite number of Hz, got nan"),
+    (float("inf"), r"sampling rate must be a positive finite number of Hz, got inf"),
+    (-500, r"sampling rate must be positive, got -500"),
+])
+def test_array_sampling_rate_must_be_a_number(extractor, signal, rate, message):
+    with pytest.raises(ValueError, match=rf"record 0: {message}"):
+        extractor(signal, sampling_rate=rate, lead_names=LEADS)
+
+
+def test_lead_names_as_one_string_is_refused(extractor, signal):
+    with pytest.raises(ValueError, match=r"record 0: lead_names must be a list of lead names, got the string 'II'"):
+        extractor(signal[:1], sampling_rate=500, lead_names="II")
+
+
+def test_array_gaps_are_repaired_with_a_warning(extractor, signal):
+    gappy = signal.copy()
+    gappy[1, 100:150] = np.nan
+    gappy[7, 10] = np.inf
+    gappy[9, :4000] = np.nan  # 80% missing: more than max_nan_fraction
+    with pytest.warns(ECGDataWarning, match=r"record 0: 51 missing \(NaN/inf\) samples in lead\(s\) II, V2 interpolated; "
+                                            r"lead\(s\) V4 with more than 50% missing samples treated as absent"):
+        out = extractor(gappy, sampling_rate=500, lead_names=LEADS)
+    assert out["lead_mask"][0].tolist() == [i != 9 for i in range(12)]
+    assert np.isfinite(out["input_values"]).all()

@@ -178,6 +178,10 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
         rate = record["sampling_rate"]
         if rate is None:
             raise ValueError(f"{name}: no sampling rate given; pass sampling_rate=<Hz> (the model expects {self.sampling_rate} Hz)")
+        if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.integer, np.floating)):
+            raise ValueError(f"{name}: sampling rate must be a number of Hz, got {rate!r} ({type(rate).__name__})")
+        if not np.isfinite(float(rate)):
+            raise ValueError(f"{name}: sampling rate must be a positive finite number of Hz, got {rate}")
         if isinstance(rate, (float, np.floating)) and not float(rate).is_integer():
             fraction = Fraction(float(rate)).limit_denominator(1000)
         else:
@@ -192,6 +196,8 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
         elif record["layout"] != "leads_first":
             raise ValueError(f"layout must be one of {LAYOUTS}, got {record['layout']!r}")
         names = record["lead_names"]
+        if isinstance(names, str):
+            raise ValueError(f"{name}: lead_names must be a list of lead names, got the string {names!r}")
         if names is None:
             raise ValueError(
                 f"{name}: lead_names is required: leads are matched to the model by name, never by position "
@@ -219,7 +225,19 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
         for lead in record.get("missing_leads") or ():  # filled by the reader, never recorded: absent
             if lead in names:
                 signal[names.index(lead)] = np.nan
+        missing_before = ~np.isfinite(signal)
         present = self._repair_nans(signal, names, name)
+        if not record.get("checked") and missing_before.any():  # the reader already reported its records' gaps
+            gaps = [names[i] for i in np.flatnonzero(missing_before.any(axis=1) & present)]
+            absent = [names[i] for i in np.flatnonzero(~present)]
+            parts = []
+            if gaps:
+                parts.append(f"{int(missing_before[present].sum())} missing (NaN/inf) samples in lead(s) "
+                             f"{', '.join(gaps)} interpolated")
+            if absent:
+                parts.append(f"lead(s) {', '.join(absent)} with more than {self.max_nan_fraction:.0%} missing samples "
+                             "treated as absent (lead_mask 0)")
+            warnings.warn(f"{name}: {'; '.join(parts)}", ECGDataWarning, stacklevel=3)
         if check_amplitude and not record.get("checked"):
             rows = np.flatnonzero(present)
             for issue in amplitude_issues(signal[rows], [names[i] for i in rows]):
