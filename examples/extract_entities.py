@@ -20,7 +20,6 @@ Run the same command again after an interruption: records already in the file ar
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from typing import Iterator, Optional, Tuple
@@ -36,17 +35,20 @@ def iter_csv_reports(path: str, id_column: str, text_column: str) -> Iterator[Tu
     The file is read as UTF-8; bytes that are not UTF-8 reach the extractor as escaped bytes and are
     decoded there per report (Windows-1252, then Latin-1), so one legacy-encoded row does not stop a run.
     """
-    handle = open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
-    reader = csv.DictReader(handle)
-    missing = [c for c in (id_column, text_column) if c not in (reader.fieldnames or [])]
+    from processing.csv_files import CSVRows
+
+    try:
+        reader = CSVRows(path, errors="surrogateescape")
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    missing = [c for c in (id_column, text_column) if c not in reader.fieldnames]
     if missing:
-        handle.close()
+        reader.close()
         raise SystemExit(f"{path}: no column(s) {missing}; columns are {reader.fieldnames}")
 
     def rows() -> Iterator[Tuple[str, str]]:
-        with handle:
-            for row in reader:
-                yield row[id_column], row[text_column] or ""
+        for _, row in reader:  # an over-long field is a ValueError naming the file and line
+            yield row[id_column], row[text_column] or ""
 
     return rows()
 

@@ -218,6 +218,12 @@ def train(argv=None):
     state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "best_metric": None, "best_step": None,
              "history": [], "concepts": targets.concepts}
     if resume is not None:
+        from modeling_supreme.training import remove_unfinished_checkpoints
+
+        if accelerator.is_main_process:  # what a kill during a save left behind is never loaded
+            for name in remove_unfinished_checkpoints(train_args.output_dir):
+                log(f"removed the unfinished checkpoint {name} of the interrupted run")
+        accelerator.wait_for_everyone()
         accelerator.load_state(str(resume))
         saved = json.loads((resume / STATE_FILE).read_text())
         if saved.get("concepts") != targets.concepts:
@@ -260,6 +266,9 @@ def train(argv=None):
     model.train()
     while not stop:
         epoch = state["epoch"]
+        # The prepared loader sets its sampler's epoch from its own counter when iterated, and that
+        # counter starts at 0 in a resumed process: set it (and so the sampler's) from the saved state.
+        loader.set_epoch(epoch)
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, state["step_in_epoch"] * train_args.gradient_accumulation_steps) \

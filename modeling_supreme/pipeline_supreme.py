@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import string
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -9,6 +12,115 @@ from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
 TASK = "zero-shot-ecg-classification"
+ERROR_MODES = ("raise", "return")
+
+
+# -- call-argument validation (kept apart from the scoring internals) --------------------------------
+
+
+def validate_candidate_labels(candidate_labels) -> list[str]:
+    """The candidate labels as a list of non-empty strings; anything else is a ValueError naming the argument."""
+    if isinstance(candidate_labels, str):
+        labels = [label.strip() for label in candidate_labels.split(",")]
+        if not any(labels):
+            raise ValueError(f"candidate_labels {candidate_labels!r} holds no label; give conditions such as "
+                             "candidate_labels=['atrial fibrillation', 'sinus rhythm']")
+        empty = [i for i, label in enumerate(labels) if not label]
+        if empty:
+            raise ValueError(f"candidate_labels {candidate_labels!r} has an empty label at comma-separated position(s) "
+                             f"{empty}")
+    else:
+        try:
+            labels = list(candidate_labels)
+        except TypeError:
+            raise ValueError(f"candidate_labels must be a list of strings, got {type(candidate_labels).__name__}") from None
+        if not labels:
+            raise ValueError("candidate_labels is empty; give at least one condition, for example "
+                             "candidate_labels=['atrial fibrillation', 'sinus rhythm']")
+        for i, label in enumerate(labels):
+            if not isinstance(label, str):
+                raise ValueError(f"candidate_labels[{i}] is {label!r} ({type(label).__name__}); each label must be a "
+                                 "non-empty string")
+            if not label.strip():
+                raise ValueError(f"candidate_labels[{i}] is {label!r}: an empty or whitespace-only label is not a condition")
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        key = " ".join(label.split()).casefold()
+        if key in seen:
+            raise ValueError(f"candidate_labels has duplicates: [{seen[key]}] {labels[seen[key]]!r} and [{i}] {label!r}")
+        seen[key] = i
+    return labels
+
+
+def validate_hypothesis_template(template) -> str:
+    """A template with exactly one empty ``{}`` slot (``{{`` and ``}}`` stay literal braces)."""
+    if template is None:
+        return "{}"
+    if not isinstance(template, str):
+        raise ValueError(f"hypothesis_template must be a string with one '{{}}' slot, got {type(template).__name__}")
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise ValueError(f"hypothesis_template {template!r} is not a valid format string ({err})") from None
+    if len(fields) != 1 or fields[0] != "":
+        raise ValueError(f"hypothesis_template must contain exactly one '{{}}' slot for the label, got {template!r} "
+                         f"with {len(fields)} slot(s){'' if all(f == '' for f in fields) else ' (named or numbered)'}")
+    return template
+
+
+def validate_flag(name: str, value) -> bool:
+    """A real boolean: ``multi_label="false"`` must not mean True."""
+    if isinstance(value, bool):
+        return value
+    try:
+        import numpy as np
+
+        if isinstance(value, np.bool_):
+            return bool(value)
+    except ImportError:  # pragma: no cover
+        pass
+    raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+
+
+def validate_query_lengths(tokenizer, query_texts: Sequence[str], labels: Sequence[str], max_length: int) -> None:
+    """Warn about labels cut at the text limit; refuse labels that become the same text once cut."""
+    ids = tokenizer(list(query_texts), add_special_tokens=True, truncation=False)["input_ids"]
+    cut = [i for i, sequence in enumerate(ids) if len(sequence) > max_length]
+    if not cut:
+        return
+    kept: dict[tuple, int] = {}
+    for i, sequence in enumerate(ids):
+        key = tuple(sequence[: max_length - 1])
+        if key in kept:
+            raise ValueError(
+                f"candidate_labels[{kept[key]}] {labels[kept[key]]!r} and candidate_labels[{i}] {labels[i]!r} are "
+                f"identical within the text limit of {max_length} tokens and would get identical scores; shorten them"
+            )
+        kept[key] = i
+    for i in cut:
+        warnings.warn(
+            f"candidate_labels[{i}] {labels[i]!r} is {len(ids[i])} tokens long with the template; only the first "
+            f"{max_length} are read (the model's text_max_length)", UserWarning, stacklevel=4,
+        )
+
+
+class _Indexed:
+    """One element of a list input with its position, so that errors name the record that caused them."""
+
+    __slots__ = ("index", "item")
+
+    def __init__(self, index: int, item):
+        self.index, self.item = index, item
+
+
+def _record_id(item):
+    if isinstance(item, dict):
+        return item.get("record_id")
+    if hasattr(item, "record_id"):
+        return getattr(item, "record_id")
+    if isinstance(item, (str, bytes)) or hasattr(item, "__fspath__"):
+        return str(item)
+    return None
 
 
 def _as_autocast_dtype(value) -> torch.dtype | None:
@@ -45,7 +157,12 @@ class ZeroShotECGClassificationPipeline(Pipeline):
     Call arguments: `candidate_labels` (required), `hypothesis_template` (default `"{}"`),
     `multi_label` (default True), `top_k` (default: all), `autocast_dtype` (`"bfloat16"` runs the
     model under CPU/GPU autocast; query embeddings stay float32), `sampling_rate`, `lead_names` and
-    `layout` for bare arrays.
+    `layout` for bare arrays, and `errors` (`"raise"`, default, or `"return"`: a bad input in a list
+    gives an error entry naming its position and record, and the rest are scored). Arguments are
+    validated before anything is scored: empty, whitespace-only, non-string or duplicated labels,
+    a template without exactly one `{}` slot and a non-boolean `multi_label` are errors naming the
+    argument; a label cut at the model's text limit is a warning, and two labels that become the
+    same text once cut are an error.
     """
 
     # The processor is the single entry for both modalities; the tokenizer and feature extractor are
@@ -66,9 +183,22 @@ class ZeroShotECGClassificationPipeline(Pipeline):
                 "or load the pipeline from a checkpoint folder that holds the processor"
             )
         self._tokenized_queries: dict[tuple, Any] = {}
+        self._checked_queries: set[tuple] = set()
 
     def __call__(self, inputs, **kwargs) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
-        """Score one ECG (returns a list of `{"label", "score"}` sorted by score) or a list of ECGs."""
+        """Score one ECG (returns a list of `{"label", "score"}` sorted by score) or a list of ECGs.
+
+        With `errors="return"`, an input that cannot be read or prepared gives
+        `{"error": message, "input": position, "record_id": ...}` in its place and the others are
+        scored; with `errors="raise"` (default) the first such input stops the call, and the message
+        names its position and record.
+        """
+        if isinstance(inputs, list):
+            inputs = [_Indexed(i, item) for i, item in enumerate(inputs)]
+        elif isinstance(inputs, tuple):
+            inputs = [_Indexed(i, item) for i, item in enumerate(inputs)]
+        elif inspect.isgenerator(inputs):
+            inputs = (_Indexed(i, item) for i, item in enumerate(inputs))
         return super().__call__(inputs, **kwargs)
 
     def _sanitize_parameters(
@@ -81,11 +211,16 @@ class ZeroShotECGClassificationPipeline(Pipeline):
         sampling_rate=None,
         lead_names=None,
         layout: str | None = None,
+        errors: str | None = None,
         **kwargs,
     ):
         if kwargs:
             raise TypeError(f"unexpected arguments for {TASK}: {sorted(kwargs)}")
         preprocess_params, forward_params, postprocess_params = {}, {}, {}
+        if errors is not None:
+            if errors not in ERROR_MODES:
+                raise ValueError(f"errors must be one of {ERROR_MODES}, got {errors!r}")
+            preprocess_params["errors"] = errors
         if sampling_rate is not None:
             preprocess_params["sampling_rate"] = sampling_rate
         if lead_names is not None:
@@ -93,33 +228,54 @@ class ZeroShotECGClassificationPipeline(Pipeline):
         if layout is not None:
             preprocess_params["layout"] = layout
         if candidate_labels is not None:
-            if isinstance(candidate_labels, str):
-                candidate_labels = [label.strip() for label in candidate_labels.split(",") if label.strip()]
-            candidate_labels = list(candidate_labels)
-            if not candidate_labels:
-                raise ValueError("candidate_labels is empty")
-            if len(set(candidate_labels)) != len(candidate_labels):
-                raise ValueError(f"candidate_labels has duplicates: {candidate_labels}")
-            template = hypothesis_template if hypothesis_template is not None else "{}"
-            if "{}" not in template:
-                raise ValueError(f"hypothesis_template must contain '{{}}', got {template!r}")
-            forward_params["query_texts"] = tuple(template.format(label) for label in candidate_labels)
+            candidate_labels = validate_candidate_labels(candidate_labels)
+            template = validate_hypothesis_template(hypothesis_template)
+            query_texts = tuple(template.format(label) for label in candidate_labels)
+            if query_texts not in self._checked_queries:  # tokenized once per label set
+                validate_query_lengths(self.tokenizer, query_texts, candidate_labels,
+                                       getattr(self.model.config, "text_max_length", 64))
+                if len(self._checked_queries) > 64:
+                    self._checked_queries.clear()
+                self._checked_queries.add(query_texts)
+            forward_params["query_texts"] = query_texts
             postprocess_params["candidate_labels"] = candidate_labels
+        elif hypothesis_template is not None:
+            validate_hypothesis_template(hypothesis_template)
         if autocast_dtype is not None:
             forward_params["autocast_dtype"] = _as_autocast_dtype(autocast_dtype)
         if multi_label is not None:
-            postprocess_params["multi_label"] = bool(multi_label)
+            postprocess_params["multi_label"] = validate_flag("multi_label", multi_label)
         if top_k is not None:
-            if int(top_k) < 1:
-                raise ValueError(f"top_k must be at least 1, got {top_k}")
+            if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+                raise ValueError(f"top_k must be a whole number of at least 1, got {top_k!r}")
             postprocess_params["top_k"] = int(top_k)
         return preprocess_params, forward_params, postprocess_params
 
-    def preprocess(self, inputs, sampling_rate=None, lead_names=None, layout="leads_first"):
-        # WFDB paths are read by the feature extractor, which ships the record reader as remote code.
-        return self.feature_extractor(
-            inputs, sampling_rate=sampling_rate, lead_names=lead_names, layout=layout, return_tensors="pt"
-        )
+    def preprocess(self, inputs, sampling_rate=None, lead_names=None, layout="leads_first", errors="raise"):
+        index = None
+        if isinstance(inputs, _Indexed):
+            index, inputs = inputs.index, inputs.item
+        record_id = _record_id(inputs)
+        try:
+            # WFDB paths are read by the feature extractor, which ships the record reader as remote code.
+            features = self.feature_extractor(
+                inputs, sampling_rate=sampling_rate, lead_names=lead_names, layout=layout, return_tensors="pt"
+            )
+        except (ValueError, OSError) as err:
+            message = str(err)
+            if index is not None:  # the extractor saw one record and calls it "record 0"
+                message = f"input {index}: {message[len('record 0: '):] if message.startswith('record 0: ') else message}"
+            if errors == "raise":
+                raise type(err)(message) if isinstance(err, ValueError) else ValueError(message) from None
+            num_leads, num_samples = len(self.feature_extractor.lead_names), self.feature_extractor.num_samples
+            features = {"input_values": torch.zeros(1, num_leads, num_samples),
+                        "lead_mask": torch.ones(1, num_leads, dtype=torch.bool),
+                        "attention_mask": torch.ones(1, num_samples, dtype=torch.bool)}
+            features["_error"] = message
+        else:
+            features["_error"] = None
+        features["_input"] = {"input": index, "record_id": None if record_id is None else str(record_id)}
+        return features
 
     def _query_embeds(self, query_texts: tuple) -> torch.Tensor:
         tokens = self._tokenized_queries.get(query_texts)
@@ -141,19 +297,33 @@ class ZeroShotECGClassificationPipeline(Pipeline):
     def _forward(self, model_inputs, query_texts=None, autocast_dtype=None):
         if query_texts is None:
             raise ValueError("candidate_labels is required, for example candidate_labels=['atrial fibrillation', 'sinus rhythm']")
+        errors = model_inputs.get("_error")
+        failed = [e is not None for e in errors] if isinstance(errors, list) else [errors is not None]
+        rows = torch.tensor([not f for f in failed])
         query_embeds = self._query_embeds(query_texts)
-        with torch.autocast(device_type=self.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-            logits = self.model.zero_shot_logits(
-                input_values=model_inputs["input_values"],
-                lead_mask=model_inputs["lead_mask"],
-                attention_mask=model_inputs["attention_mask"],
-                query_embeds=query_embeds,
-            )
-        return {"logits": logits}
+        logits = torch.full((len(failed), len(query_texts)), float("nan"))
+        if rows.any():
+            select = (lambda t: t[rows.to(t.device)]) if not rows.all() else (lambda t: t)
+            with torch.autocast(device_type=self.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+                scored = self.model.zero_shot_logits(
+                    input_values=select(model_inputs["input_values"]),
+                    lead_mask=select(model_inputs["lead_mask"]),
+                    attention_mask=select(model_inputs["attention_mask"]),
+                    query_embeds=query_embeds,
+                )
+            if rows.all():
+                logits = scored
+            else:
+                logits = logits.to(scored.device, scored.dtype)
+                logits[rows.to(scored.device)] = scored
+        return {"logits": logits, "_error": errors, "_input": model_inputs.get("_input")}
 
     def postprocess(self, model_outputs, candidate_labels=None, multi_label=True, top_k=None):
+        error = model_outputs.get("_error")
+        if error is not None:
+            return {"error": error, **(model_outputs.get("_input") or {})}
         logits = model_outputs["logits"][0]
-        scores = logits.sigmoid() if multi_label else logits.softmax(dim=-1)
+        scores = logits.float().sigmoid() if multi_label else logits.float().softmax(dim=-1)
         ranked = sorted(zip(scores.tolist(), candidate_labels), key=lambda pair: -pair[0])
         if top_k is not None:
             ranked = ranked[:top_k]

@@ -152,8 +152,10 @@ def test_transformers_backend_with_a_tiny_random_model_records_errors_and_finish
     stats = run_extraction([("a", reports[0]), ("b", reports[1]), ("c", reports[0])], out, backend, batch_size=2,
                            progress=False, log=lambda message: None)
     records = read_entities_file(out)
-    assert sorted(records) == ["a", "b", "c"] and stats.errors == 3
-    assert all(r["error"] and r["backend"] == "transformers" for r in records.values())
+    assert sorted(records) == ["a", "b", "c"] and stats.errors == 2
+    assert all(records[r]["error"] and records[r]["backend"] == "transformers" for r in ("a", "c"))
+    # an empty report is not sent to the model: it is marked as having no report (issue 11)
+    assert records["b"]["no_report"] is True and records["b"]["error"] is None and stats.no_report == 1
 
 
 def test_transformers_backend_loads_a_model_folder(tiny_causal_lm, tmp_path):

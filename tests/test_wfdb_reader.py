@@ -98,7 +98,7 @@ def test_missing_header_and_signal_file(tmp_path, signal):
 
 def test_unreadable_header(tmp_path):
     (tmp_path / "bad.hea").write_text("bad twelve 500\n")
-    with pytest.raises(RecordError, match="unreadable record line"):
+    with pytest.raises(RecordError, match="bad: unparsable number of signals .twelve."):
         read_wfdb_record(tmp_path / "bad")
     (tmp_path / "short.hea").write_text("short 12 500 5000\nshort.dat 16 1000/mV 16 0 0 0 0 I\n")
     with pytest.raises(RecordError, match="declares 12 signals but has 1 signal lines"):

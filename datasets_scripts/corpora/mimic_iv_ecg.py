@@ -25,6 +25,7 @@ import datasets
 from ..builder import ECGBuilder, ECGBuilderConfig, CorpusLicense, RecordEntry
 from ..fingerprints import file_fingerprint
 from ..splits import hash_split
+from processing.csv_files import CSVRows
 
 RECORD_LIST_FILE = "record_list.csv"
 MEASUREMENTS_FILE = "machine_measurements.csv"
@@ -74,16 +75,17 @@ def _study_id(value: str, path: str, line_no: int) -> str:
 def iter_mimic_reports(data_dir: str) -> Iterator[Tuple[str, str]]:
     """``(study_id, joined report)`` for every row of ``machine_measurements.csv``, in file order."""
     path = _check_file(data_dir, MEASUREMENTS_FILE)
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        fields = reader.fieldnames or []
-        if "study_id" not in fields:
-            raise ValueError(f"{path}: no study_id column")
-        columns = [c for c in REPORT_COLUMNS if c in fields]
-        if not columns:
-            raise ValueError(f"{path}: none of the columns report_0 .. report_17 found")
-        for line_no, row in enumerate(reader, start=2):
-            yield _study_id(row["study_id"], path, line_no), join_machine_statements(row[c] for c in columns)
+    reader = CSVRows(path)  # non-UTF-8 bytes and over-long fields: errors naming the file and line
+    fields = reader.fieldnames
+    if "study_id" not in fields:
+        reader.close()
+        raise ValueError(f"{path}: no study_id column")
+    columns = [c for c in REPORT_COLUMNS if c in fields]
+    if not columns:
+        reader.close()
+        raise ValueError(f"{path}: none of the columns report_0 .. report_17 found")
+    for line_no, row in reader:
+        yield _study_id(row["study_id"], path, line_no), join_machine_statements(row[c] for c in columns)
 
 
 def read_mimic_reports(data_dir: str) -> Dict[str, str]:

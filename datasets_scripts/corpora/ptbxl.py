@@ -32,6 +32,7 @@ import datasets
 from ..builder import ECGBuilder, ECGBuilderConfig, RecordEntry, logger
 from ..fingerprints import file_fingerprint
 from ..labels import CodeMapper
+from processing.csv_files import CSVRows
 
 DATABASE_FILE = "ptbxl_database.csv"
 STATEMENTS_FILE = "scp_statements.csv"
@@ -73,37 +74,37 @@ def read_ptbxl_database(data_dir: str) -> List[PTBXLRow]:
     """Parse ``ptbxl_database.csv``; ``scp_codes`` (a Python dict literal) becomes ``{code: likelihood}``."""
     path = _check_dir(data_dir)
     rows: List[PTBXLRow] = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"ecg_id", "report", "scp_codes", "strat_fold", "filename_lr", "filename_hr"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
-        for line_no, row in enumerate(reader, start=2):
-            ecg_id = _clean_id(row["ecg_id"])
-            if ecg_id is None:
-                raise ValueError(f"{path} line {line_no}: empty ecg_id")
-            try:
-                codes = ast.literal_eval(row["scp_codes"]) if row["scp_codes"].strip() else {}
-                if not isinstance(codes, dict):
-                    raise ValueError("not a dict")
-                codes = {str(k): float(v) for k, v in codes.items()}
-            except (ValueError, SyntaxError) as err:
-                raise ValueError(f"{path} line {line_no} (ecg_id {ecg_id}): unreadable scp_codes {row['scp_codes']!r}: {err}") from err
-            try:
-                fold = int(float(row["strat_fold"]))
-            except ValueError as err:
-                raise ValueError(f"{path} line {line_no} (ecg_id {ecg_id}): bad strat_fold {row['strat_fold']!r}") from err
-            rows.append(
-                PTBXLRow(
-                    ecg_id=ecg_id,
-                    patient_id=_clean_id(row.get("patient_id", "")),
-                    report=(row["report"] or "").strip(),
-                    scp_codes=codes,
-                    strat_fold=fold,
-                    filename_lr=row["filename_lr"].strip(),
-                    filename_hr=row["filename_hr"].strip(),
-                )
+    reader = CSVRows(path)  # non-UTF-8 bytes and over-long fields: errors naming the file and line
+    missing = {"ecg_id", "report", "scp_codes", "strat_fold", "filename_lr", "filename_hr"} - set(reader.fieldnames)
+    if missing:
+        reader.close()
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+    for line_no, row in reader:
+        ecg_id = _clean_id(row["ecg_id"])
+        if ecg_id is None:
+            raise ValueError(f"{path} line {line_no}: empty ecg_id")
+        try:
+            codes = ast.literal_eval(row["scp_codes"]) if row["scp_codes"].strip() else {}
+            if not isinstance(codes, dict):
+                raise ValueError("not a dict")
+            codes = {str(k): float(v) for k, v in codes.items()}
+        except (ValueError, SyntaxError) as err:
+            raise ValueError(f"{path} line {line_no} (ecg_id {ecg_id}): unreadable scp_codes {row['scp_codes']!r}: {err}") from err
+        try:
+            fold = int(float(row["strat_fold"]))
+        except ValueError as err:
+            raise ValueError(f"{path} line {line_no} (ecg_id {ecg_id}): bad strat_fold {row['strat_fold']!r}") from err
+        rows.append(
+            PTBXLRow(
+                ecg_id=ecg_id,
+                patient_id=_clean_id(row.get("patient_id", "")),
+                report=(row["report"] or "").strip(),
+                scp_codes=codes,
+                strat_fold=fold,
+                filename_lr=row["filename_lr"].strip(),
+                filename_hr=row["filename_hr"].strip(),
             )
+        )
     return rows
 
 

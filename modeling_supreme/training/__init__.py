@@ -23,6 +23,7 @@ _EXPORTS = {
     "check_output_dir": "checkpoints",
     "complete_checkpoints": "checkpoints",
     "push_checkpoint_to_hub": "checkpoints",
+    "remove_unfinished_checkpoints": "checkpoints",
     "resolve_resume": "checkpoints",
     "save_checkpoint": "checkpoints",
     "save_pretrained_atomically": "checkpoints",

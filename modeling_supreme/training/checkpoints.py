@@ -48,9 +48,32 @@ def save_checkpoint(accelerator, output_dir, state: dict, limit: int):
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
         for old in complete_checkpoints(output_dir)[:-limit] if limit > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove_checkpoint(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def _remove_checkpoint(folder: Path) -> None:
+    """Delete a state so that a kill half-way never leaves a ``step_N`` folder that looks finished.
+
+    The folder is first renamed to a hidden name (atomic), then deleted; a leftover hidden folder is
+    ignored by :func:`complete_checkpoints` and removed by :func:`remove_unfinished_checkpoints`.
+    """
+    doomed = folder.with_name(f".deleting_{folder.name}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def remove_unfinished_checkpoints(output_dir) -> list:
+    """Delete what a killed run left half-written (``.partial_step_N``, ``.deleting_step_N``); returns their names."""
+    root = checkpoint_root(output_dir)
+    if not root.is_dir():
+        return []
+    leftovers = sorted(p for p in root.iterdir() if p.name.startswith((".partial_", ".deleting_")))
+    for folder in leftovers:
+        shutil.rmtree(folder, ignore_errors=True)
+    return [p.name for p in leftovers]
 
 
 def resolve_resume(output_dir, value) -> Optional[Path]:
@@ -100,4 +123,4 @@ def check_output_dir(train_args, resume):
             raise PretrainingError(f"{out} holds a checkpoint of another model (model_type {model_type!r}); use another output_dir")
 
 
-__all__ = ["STATE_FILE", "check_output_dir", "checkpoint_root", "complete_checkpoints", "push_checkpoint_to_hub", "resolve_resume", "save_checkpoint", "save_pretrained_atomically"]
+__all__ = ["STATE_FILE", "check_output_dir", "checkpoint_root", "complete_checkpoints", "push_checkpoint_to_hub", "remove_unfinished_checkpoints", "resolve_resume", "save_checkpoint", "save_pretrained_atomically"]

@@ -70,7 +70,7 @@ def build_targets(train_ids, all_ids, entities, min_count, uncertain="ignore", a
             f"{unknown[:3]}); extract entities from the same corpus, or pass --allow_unknown_entity_records if these "
             "records were left out on purpose (e.g. skipped as unreadable)"
         )
-    statuses_by_row, rows, missing, errors = [], [], 0, 0
+    statuses_by_row, rows, missing, errors, no_report = [], [], 0, 0, 0
     for row, rid in enumerate(train_ids):
         line = entities.get(rid)
         if line is None:
@@ -78,6 +78,9 @@ def build_targets(train_ids, all_ids, entities, min_count, uncertain="ignore", a
             continue
         if line.get("error"):
             errors += 1
+            continue
+        if line.get("no_report"):  # an empty report says nothing: not a negative for every concept
+            no_report += 1
             continue
         status = {}
         for entity in line.get("entities") or []:
@@ -90,7 +93,8 @@ def build_targets(train_ids, all_ids, entities, min_count, uncertain="ignore", a
         rows.append(row)
     if not rows:
         raise PretrainingError(
-            f"no training record has a usable entities line ({missing} without a line, {errors} with an extraction error)"
+            f"no training record has a usable entities line ({missing} without a line, {errors} with an extraction error, "
+            f"{no_report} without a report)"
         )
     counts = Counter()
     for status in statuses_by_row:
@@ -110,7 +114,8 @@ def build_targets(train_ids, all_ids, entities, min_count, uncertain="ignore", a
             if concept in index and state in value:
                 targets[r, index[concept]] = value[state]
     report = {"training_records": len(train_ids), "used_records": len(rows), "records_without_entities": missing,
-              "records_with_extraction_error": errors, "unknown_entity_records": len(unknown),
+              "records_with_extraction_error": errors, "records_without_report": no_report,
+              "unknown_entity_records": len(unknown),
               "concepts_seen": len(counts), "concepts_kept": len(concepts), "min_concept_count": min_count}
     return TrainingTargets(concepts, [counts[c] for c in concepts], np.asarray(rows), targets, report)
 

@@ -20,6 +20,7 @@ This module is copied next to checkpoints as remote code: it imports only ``.ecg
 from __future__ import annotations
 
 import os
+import warnings
 from fractions import Fraction
 from typing import Any, Sequence
 
@@ -28,13 +29,16 @@ from transformers.feature_extraction_utils import BatchFeature, FeatureExtractio
 from transformers.utils import logging
 
 from .ecg_leads import STANDARD_12_LEADS, canonical_lead_names
-from .wfdb_reader import read_wfdb_record
+from .wfdb_reader import ECGDataWarning, amplitude_issues, read_wfdb_record
 
 logger = logging.get_logger(__name__)
 
 NORMALIZATIONS = ("baseline", "zscore", "none")
 CROP_MODES = ("start", "center")
 LAYOUTS = ("leads_first", "time_first")
+# What one unit of an array input is, in millivolts. Integer arrays need it stated: they are usually
+# ADC counts (an int16 array of counts taken as mV is 1000x too large and clipped flat).
+UNIT_SCALES = {"mV": 1.0, "uV": 1e-3, "µV": 1e-3, "V": 1e3}
 
 
 class ECGFeatureExtractor(FeatureExtractionMixin):
@@ -111,8 +115,8 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
 
     # -- input parsing ------------------------------------------------------------------------------
 
-    def _split_records(self, ecg, sampling_rate, lead_names, layout) -> list[dict]:
-        """Normalise every accepted input form into a list of {signal, sampling_rate, lead_names, name}."""
+    def _split_records(self, ecg, sampling_rate, lead_names, layout, units=None) -> list[dict]:
+        """Normalise every accepted input form into a list of {signal, sampling_rate, lead_names, name, ...}."""
         if _is_path(ecg):
             ecg = read_wfdb_record(ecg)
         elif isinstance(ecg, (list, tuple)) and ecg and any(_is_path(item) for item in ecg):
@@ -128,7 +132,7 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
         ):
             items = list(ecg)  # nested Python lists, one 2-D list per record
         else:
-            array = _to_numpy(ecg)
+            array = _as_array(ecg)  # dtype kept: integer arrays are checked per record
             if array.ndim == 3:
                 items = list(array)
             elif array.ndim == 2:
@@ -148,6 +152,7 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
             rate = sampling_rate[index] if per_record_rates else sampling_rate
             names = lead_names[index] if per_record_names else lead_names
             name = f"record {index}"
+            record_units, missing_leads, checked = units, (), False
             if isinstance(item, dict) or _is_record_object(item):
                 get = item.get if isinstance(item, dict) else (lambda key, default=None: getattr(item, key, default))
                 if get("record_id") is not None:
@@ -157,25 +162,33 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
                     raise ValueError(f"{name}: no 'signal' field")
                 rate = get("sampling_rate", None) or rate
                 names = get("lead_names", None) or names
+                record_units = get("units", None) or units
+                missing_leads = get("missing_leads", None) or ()
+                checked = _is_record_object(item) and not isinstance(item, dict)  # read (and checked) by the reader
             else:
                 signal = item
-            records.append({"signal": signal, "sampling_rate": rate, "lead_names": names, "name": name, "layout": layout})
+            records.append({"signal": signal, "sampling_rate": rate, "lead_names": names, "name": name, "layout": layout,
+                            "units": record_units, "missing_leads": missing_leads, "checked": checked})
         return records
 
     # -- one record ---------------------------------------------------------------------------------
 
-    def _process_one(self, record: dict):
+    def _process_one(self, record: dict, check_amplitude: bool = True):
         name = record["name"]
         rate = record["sampling_rate"]
         if rate is None:
             raise ValueError(f"{name}: no sampling rate given; pass sampling_rate=<Hz> (the model expects {self.sampling_rate} Hz)")
+        if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.integer, np.floating)):
+            raise ValueError(f"{name}: sampling rate must be a number of Hz, got {rate!r} ({type(rate).__name__})")
+        if not np.isfinite(float(rate)):
+            raise ValueError(f"{name}: sampling rate must be a positive finite number of Hz, got {rate}")
         if isinstance(rate, (float, np.floating)) and not float(rate).is_integer():
             fraction = Fraction(float(rate)).limit_denominator(1000)
         else:
             fraction = Fraction(int(rate))
         if fraction <= 0:
             raise ValueError(f"{name}: sampling rate must be positive, got {rate}")
-        signal = _to_numpy(record["signal"])
+        signal = _signal_in_millivolts(record["signal"], record.get("units"), name)
         if signal.ndim != 2:
             raise ValueError(f"{name}: signal must be 2-D, got shape {signal.shape}")
         if record["layout"] == "time_first":
@@ -183,6 +196,8 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
         elif record["layout"] != "leads_first":
             raise ValueError(f"layout must be one of {LAYOUTS}, got {record['layout']!r}")
         names = record["lead_names"]
+        if isinstance(names, str):
+            raise ValueError(f"{name}: lead_names must be a list of lead names, got the string {names!r}")
         if names is None:
             raise ValueError(
                 f"{name}: lead_names is required: leads are matched to the model by name, never by position "
@@ -207,7 +222,26 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
                 f"at least {self.min_duration:g} s is required"
             )
         signal = signal.astype(np.float32, copy=True)
+        for lead in record.get("missing_leads") or ():  # filled by the reader, never recorded: absent
+            if lead in names:
+                signal[names.index(lead)] = np.nan
+        missing_before = ~np.isfinite(signal)
         present = self._repair_nans(signal, names, name)
+        if not record.get("checked") and missing_before.any():  # the reader already reported its records' gaps
+            gaps = [names[i] for i in np.flatnonzero(missing_before.any(axis=1) & present)]
+            absent = [names[i] for i in np.flatnonzero(~present)]
+            parts = []
+            if gaps:
+                parts.append(f"{int(missing_before[present].sum())} missing (NaN/inf) samples in lead(s) "
+                             f"{', '.join(gaps)} interpolated")
+            if absent:
+                parts.append(f"lead(s) {', '.join(absent)} with more than {self.max_nan_fraction:.0%} missing samples "
+                             "treated as absent (lead_mask 0)")
+            warnings.warn(f"{name}: {'; '.join(parts)}", ECGDataWarning, stacklevel=3)
+        if check_amplitude and not record.get("checked"):
+            rows = np.flatnonzero(present)
+            for issue in amplitude_issues(signal[rows], [names[i] for i in rows]):
+                warnings.warn(f"{name}: {issue}", ECGDataWarning, stacklevel=3)
 
         keep = [i for i, lead in enumerate(names) if lead in self._lead_index and present[i]]
         if not keep:
@@ -240,7 +274,7 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
         positions = np.arange(signal.shape[1])
         for lead in np.flatnonzero(~finite.all(axis=1)):
             good = finite[lead]
-            if good.mean() < 1.0 - self.max_nan_fraction:
+            if not good.any() or good.mean() < 1.0 - self.max_nan_fraction:
                 present[lead] = False
                 signal[lead] = 0.0
                 continue
@@ -283,6 +317,8 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
         lead_names: Sequence[str] | Sequence[Sequence[str]] | None = None,
         layout: str = "leads_first",
         return_tensors: str | None = None,
+        units: str | None = None,
+        check_amplitude: bool = True,
         **kwargs,
     ) -> BatchFeature:
         """Prepare one ECG or a batch.
@@ -298,6 +334,13 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
                 for all records or one list per record); required unless each record carries its own.
             layout: `"leads_first"` (leads x samples) or `"time_first"` (samples x leads, as WFDB's `p_signal`).
             return_tensors: `"pt"` or `"np"` (default: NumPy arrays).
+            units: what one unit of an array input is: `"mV"`, `"uV"` or `"V"` (a dict record may
+                carry its own `units`). Float arrays default to millivolts; integer arrays (usually ADC
+                counts) are refused unless `units` is given: divide counts by the ADC gain first.
+            check_amplitude: warn ([`ECGDataWarning`], naming the record) about flat leads and an
+                implausible amplitude of array inputs, as the WFDB reader does for files (records the
+                reader returned were checked there). The data collator turns it off for dataset rows,
+                which their builder read with the reader.
 
         Returns:
             `BatchFeature` with `input_values` `(batch, leads, num_samples)` float32, `lead_mask`
@@ -305,10 +348,12 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
         """
         if layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-        records = self._split_records(ecg, sampling_rate, lead_names, layout)
+        if units is not None and units not in UNIT_SCALES:
+            raise ValueError(f"units must be one of {list(UNIT_SCALES)}, got {units!r}")
+        records = self._split_records(ecg, sampling_rate, lead_names, layout, units)
         if not records:
             raise ValueError("no ECG given")
-        outputs = [self._process_one(record) for record in records]
+        outputs = [self._process_one(record, check_amplitude) for record in records]
         data = {
             "input_values": np.stack([o[0] for o in outputs]),
             "lead_mask": np.stack([o[1] for o in outputs]),
@@ -327,6 +372,37 @@ def _is_array(value) -> bool:
 
 def _is_record_object(value) -> bool:
     return all(hasattr(value, attr) for attr in ("signal", "sampling_rate", "lead_names"))
+
+
+def _signal_in_millivolts(value, units, name: str) -> np.ndarray:
+    """The signal as float32 millivolts; integer or boolean arrays only with stated units."""
+    if type(value).__module__.startswith("torch"):
+        kind = "f" if value.is_floating_point() else ("b" if str(value.dtype) == "torch.bool" else "i")
+        dtype_name = str(value.dtype).replace("torch.", "")
+    else:
+        value = np.asarray(value)
+        kind, dtype_name = value.dtype.kind, str(value.dtype)
+    if kind not in "fiub":
+        raise ValueError(f"{name}: signal must hold numbers, got dtype {dtype_name}")
+    if kind == "b":
+        raise ValueError(f"{name}: signal is a boolean array, not an ECG in millivolts")
+    if kind in "iu" and units is None:
+        raise ValueError(
+            f"{name}: signal is an integer array ({dtype_name}); integers are usually ADC counts, not millivolts. "
+            "Divide by the ADC gain (counts per mV) to pass millivolts, or pass units='mV' (or 'uV', 'V') "
+            "to say what the integers are"
+        )
+    if units is not None and units not in UNIT_SCALES:
+        raise ValueError(f"{name}: units must be one of {list(UNIT_SCALES)}, got {units!r}")
+    signal = _to_numpy(value)
+    scale = UNIT_SCALES[units] if units is not None else 1.0
+    return signal * np.float32(scale) if scale != 1.0 else signal
+
+
+def _as_array(value) -> np.ndarray:
+    if type(value).__module__.startswith("torch"):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
 
 
 def _to_numpy(value) -> np.ndarray:

@@ -76,7 +76,8 @@ class ECGProcessor(ProcessorMixin):
         if ecg is not None:
             data.update(
                 self.feature_extractor(
-                    ecg, sampling_rate=sampling_rate, lead_names=lead_names, layout=layout, return_tensors=return_tensors
+                    ecg, sampling_rate=sampling_rate, lead_names=lead_names, layout=layout, return_tensors=return_tensors,
+                    **{key: kwargs[key] for key in ("units", "check_amplitude") if key in kwargs},
                 )
             )
         if text is not None:

@@ -17,6 +17,16 @@ physical = (digital - baseline) / gain, computed in float64 and returned as floa
 Validation (each fault is a :class:`RecordError` naming the record, or a warning)
 ---------------------------------------------------------------------------------
 - missing or unparsable header, missing or unreadable signal file: error;
+- a header field that decides how samples are read (sampling frequency, number of samples, ADC gain
+  with units, lead name; ADC zero and checksum where present) missing or unparsable: error naming the
+  file and the field, never wfdb's default (250 Hz, gain 200, mV). The header is always parsed here,
+  also when the samples are read through wfdb;
+- a signal file outside the record's folder (absolute path, ``../``, a symlink leading out): error,
+  unless ``allow_external_files=True`` (:func:`check_signal_files`, the one place of this rule);
+- headers are decoded as UTF-8 (Latin-1 only for a header that is not valid UTF-8);
+- signals besides the 12 standard leads (PTB Diagnostic's Frank leads vx, vy, vz): left out and
+  listed in ``extra_signals`` with a warning, when all 12 standard leads are present; otherwise an
+  unknown lead name is an error;
 - a signal file whose size disagrees with the header's lead count and length (truncated file,
   wrong length or lead count in the header), or a ``.mat`` matrix whose shape disagrees: error;
 - units: ``mV`` (any case) is used as is, ``uV``/``µV``/``μV`` are divided by 1000, ``V`` is
@@ -25,7 +35,9 @@ Validation (each fault is a :class:`RecordError` naming the record, or a warning
 - missing samples (the WFDB invalid value, -32768 in format 16; NaN in the physical signal) are
   counted and handled by ``nan_policy``: ``"interpolate"`` (default: linear interpolation inside
   each lead, the nearest valid value at the edges, a lead with no valid sample becomes 0 mV),
-  ``"zero"`` (0 mV), ``"keep"`` (NaN stays; :func:`read_wfdb_record` only) or ``"raise"``.
+  ``"zero"`` (0 mV), ``"keep"`` (NaN stays; :func:`read_wfdb_record` only) or ``"raise"``. Leads
+  without a single valid sample are listed in ``missing_leads`` (the feature extractor treats them
+  as absent, not as recorded flat leads).
   More than ``max_nan_fraction`` missing samples in the record is an error. Any missing sample is
   also reported as a warning;
 - implausible amplitude (the 2020 Challenge release had ADC gains off by 5x to 1000x): a warning
@@ -52,7 +64,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .ecg_leads import canonical_lead_names
+from .ecg_leads import STANDARD_12_LEADS, canonical_lead_name, canonical_lead_names
 
 NAN_POLICIES = ("interpolate", "zero", "keep", "raise")
 DEFAULT_MAX_NAN_FRACTION = 0.5
@@ -85,6 +97,8 @@ class ECGRecord:
     path: str = ""
     n_nan: int = 0  # missing samples found in the source (before ``nan_policy``)
     issues: List[str] = field(default_factory=list)  # warnings raised while reading
+    extra_signals: List[str] = field(default_factory=list)  # non-standard signals left out (e.g. Frank vx, vy, vz)
+    missing_leads: List[str] = field(default_factory=list)  # leads without a single valid sample (filled, not recorded)
 
 
 @dataclass
@@ -107,6 +121,8 @@ class DigitalRecord:
     issues: List[str] = field(default_factory=list)
     missing: Optional[np.ndarray] = None  # bool mask, only with nan_policy="keep"
     fast_path: bool = True
+    extra_signals: List[str] = field(default_factory=list)  # non-standard signals left out (e.g. Frank vx, vy, vz)
+    missing_leads: List[str] = field(default_factory=list)  # leads without a single valid sample (filled, not recorded)
 
     def physical(self) -> np.ndarray:
         """float32 millivolts, shape (leads, samples); missing samples NaN if they were kept."""
@@ -139,36 +155,62 @@ class WFDBHeader:
 # ------------------------------------------------------------------------------------------------
 # Header parsing
 
-_RECORD_LINE = re.compile(
-    r"^(?P<name>[^\s/]+)(?:/(?P<nseg>\d+))?\s+(?P<nsig>\d+)"
-    r"(?:\s+(?P<fs>[0-9.eE+-]+)(?:/[0-9.eE+-]+)?(?:\([^)]*\))?"
-    r"(?:\s+(?P<nsamp>\d+))?)?"
-)
+_RECORD_NAME = re.compile(r"^(?P<name>[^\s/]+)(?:/(?P<nseg>\d+))?$")
+# sampling frequency, optionally with a counter frequency and base counter: ``500``, ``360/2880(0)``
+_FREQUENCY = re.compile(r"^(?P<fs>[0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)(?:/[0-9.eE+-]+)?(?:\([^)]*\))?$")
 _SIGNAL_FILE = re.compile(r"^(?P<fmt>\d+)(?:x(?P<spf>\d+))?(?::(?P<skew>\d+))?(?:\+(?P<off>\d+))?$")
 _GAIN = re.compile(r"^(?P<gain>[0-9.eE+-]+)(?:\((?P<baseline>-?\d+)\))?(?:/(?P<units>\S+))?$")
 
 
+def _header_field_error(where: str, field_name: str, value: Optional[str], line: str) -> RecordError:
+    """The error for a required header field that is missing (``value`` None) or unparsable."""
+    if value is None:
+        return RecordError(f"{where}: the WFDB header has no {field_name} in line {line!r} (a required field; "
+                           "no default is assumed)")
+    return RecordError(f"{where}: unparsable {field_name} {value!r} in WFDB header line {line!r}")
+
+
 def parse_header_text(text: str, where: str = "") -> WFDBHeader:
-    """Parse the text of a WFDB header. Raises ``RecordError`` for a header it cannot read."""
+    """Parse the text of a WFDB header. Raises ``RecordError`` for a header it cannot read.
+
+    The fields that decide how the samples are read are required: the sampling frequency, the
+    number of samples per signal and, for each signal, its ADC gain with units and its description
+    (the lead name). wfdb would assume 250 Hz, a gain of 200 and millivolts where they are missing;
+    a missing or unparsable one is a :class:`RecordError` naming the file and the field instead.
+    """
     lines = [ln.strip() for ln in text.splitlines()]
     comments = [ln[1:].strip() for ln in lines if ln.startswith("#")]
     body = [ln for ln in lines if ln and not ln.startswith("#")]
     if not body:
         raise RecordError(f"{where}: empty WFDB header")
-    m = _RECORD_LINE.match(body[0])
+    record_line = body[0]
+    tokens = record_line.split()
+    m = _RECORD_NAME.match(tokens[0])
     if not m:
-        raise RecordError(f"{where}: unreadable record line {body[0]!r} in the WFDB header")
+        raise RecordError(f"{where}: unreadable record line {record_line!r} in the WFDB header")
+    if len(tokens) < 2 or not tokens[1].isdigit():
+        raise _header_field_error(where, "number of signals", tokens[1] if len(tokens) > 1 else None, record_line)
     name = m.group("name")
     for ext in (".mat", ".dat", ".hea"):  # a known defect: CinC 2020 E00666.hea names the record "E00666.mat"
         if name.endswith(ext):
             name = name[: -len(ext)]
-    n_sig = int(m.group("nsig"))
-    fs = float(m.group("fs")) if m.group("fs") else 250.0
-    n_samples = int(m.group("nsamp")) if m.group("nsamp") else None
+    n_sig = int(tokens[1])
+    if len(tokens) < 3:
+        raise _header_field_error(where, "sampling frequency", None, record_line)
+    fm = _FREQUENCY.match(tokens[2])
+    fs = float(fm.group("fs")) if fm else 0.0
+    if not fm or not np.isfinite(fs) or fs <= 0:
+        raise _header_field_error(where, "sampling frequency", tokens[2], record_line)
+    multi_segment = m.group("nseg") is not None
+    if len(tokens) < 4:
+        raise _header_field_error(where, "number of samples per signal", None, record_line)
+    if not tokens[3].isdigit():
+        raise _header_field_error(where, "number of samples per signal", tokens[3], record_line)
+    n_samples = int(tokens[3])
     header = WFDBHeader(
         record_name=name, n_sig=n_sig, fs=fs, n_samples=n_samples, file_names=[], fmts=[], samps_per_frame=[],
         skews=[], byte_offsets=[], gains=[], baselines=[], units=[], checksums=[], sig_names=[], comments=comments,
-        multi_segment=m.group("nseg") is not None,
+        multi_segment=multi_segment,
     )
     if header.multi_segment:
         return header
@@ -187,19 +229,34 @@ def parse_header_text(text: str, where: str = "") -> WFDBHeader:
         header.samps_per_frame.append(fmt[1])
         header.skews.append(fmt[2])
         header.byte_offsets.append(fmt[3])
-        gain, baseline, units = _DEFAULT_GAIN, None, "mV"
-        if len(parts) > 2:
-            parsed = _parse_gain(parts[2])
-            if parsed is None:
-                raise RecordError(f"{where}: unreadable ADC gain field {parts[2]!r} in line {line!r}")
-            gain, baseline, units = parsed
-        adc_zero = _to_int(parts[4]) if len(parts) > 4 else None
+        if len(parts) < 3:
+            raise _header_field_error(where, "ADC gain", None, line)
+        parsed = _parse_gain(parts[2])
+        if parsed is None:
+            raise _header_field_error(where, "ADC gain", parts[2], line)
+        gain, baseline, units = parsed
+        if units is None:
+            raise _header_field_error(where, "units (the '/mV' after the ADC gain)", None, line)
+        adc_zero = _optional_int_field(where, "ADC zero", parts, 4, line)
+        checksum = _optional_int_field(where, "checksum", parts, 6, line)
+        if len(parts) < 9 or not parts[8].strip():
+            raise _header_field_error(where, "signal description (lead name)", None, line)
         header.baselines.append(baseline if baseline is not None else (adc_zero or 0))
         header.gains.append(gain)
         header.units.append(units)
-        header.checksums.append(_to_int(parts[6]) if len(parts) > 6 else None)
-        header.sig_names.append(parts[8].strip() if len(parts) > 8 else "")
+        header.checksums.append(checksum)
+        header.sig_names.append(parts[8].strip())
     return header
+
+
+def _optional_int_field(where: str, field_name: str, parts: List[str], index: int, line: str) -> Optional[int]:
+    """An integer field that WFDB lets a header leave out; present but not an integer is an error."""
+    if len(parts) <= index:
+        return None
+    value = _to_int(parts[index])
+    if value is None:
+        raise _header_field_error(where, field_name, parts[index], line)
+    return value
 
 
 @lru_cache(maxsize=256)
@@ -213,16 +270,22 @@ def _parse_format(text: str):
 
 @lru_cache(maxsize=256)
 def _parse_gain(text: str):
-    """``(gain, baseline or None, units)`` of a gain field such as ``1000.0(0)/mV``."""
+    """``(gain, baseline or None, units or None)`` of a gain field such as ``1000.0(0)/mV``.
+
+    None for an unparsable field or a gain that is not a positive finite number (WFDB reads a gain
+    of 0 as "200 counts per unit"; here it is refused rather than guessed).
+    """
     m = _GAIN.match(text)
     if not m:
         return None
     try:
-        gain = float(m.group("gain")) or _DEFAULT_GAIN
+        gain = float(m.group("gain"))
     except ValueError:
         return None
+    if not np.isfinite(gain) or gain <= 0:
+        return None
     baseline = int(m.group("baseline")) if m.group("baseline") is not None else None
-    return gain, baseline, m.group("units") or "mV"
+    return gain, baseline, m.group("units")
 
 
 def _to_int(text: str) -> Optional[int]:
@@ -233,16 +296,51 @@ def _to_int(text: str) -> Optional[int]:
 
 
 def read_header(path: str | os.PathLike) -> WFDBHeader:
-    """Parse the ``.hea`` file of a record (path with or without extension)."""
+    """Parse the ``.hea`` file of a record (path with or without extension).
+
+    Headers are decoded as UTF-8 (comments of recent corpora carry names and units such as
+    ``µV``); a header that is not valid UTF-8 is an old 8-bit one and is decoded as Latin-1.
+    """
     base = _record_base(path)
     hea = base.with_suffix(".hea")
     try:
-        text = hea.read_text(encoding="latin-1")
+        raw = hea.read_bytes()
     except FileNotFoundError:
         raise RecordError(f"{base}: no WFDB header {hea.name} found") from None
     except OSError as err:
         raise RecordError(f"{base}: unreadable WFDB header ({err})") from err
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    if text.startswith("\ufeff"):
+        text = text[1:]
     return parse_header_text(text, where=str(base))
+
+
+def check_signal_files(base: Path, header: WFDBHeader, allow_external_files: bool = False) -> None:
+    """Refuse signal files that lie outside the record's folder (the one place this rule lives).
+
+    A header names its signal files relative to its own folder. An absolute path or one that leaves
+    the folder (``../x.dat``, a symlinked parent) would read some other file without a word, so it
+    is a :class:`RecordError` unless ``allow_external_files=True`` is passed explicitly.
+    """
+    if allow_external_files:
+        return
+    folder = base.parent.resolve()
+    for name in dict.fromkeys(header.file_names):
+        if name == "~":  # WFDB's "no signal file" marker
+            continue
+        candidate = Path(name)
+        outside = candidate.is_absolute() or os.path.isabs(name) or name.startswith("~")
+        if not outside:
+            resolved = (folder / candidate).resolve()
+            outside = folder != resolved.parent and folder not in resolved.parents
+        if outside:
+            raise RecordError(
+                f"{base}: the header names signal file {name!r}, which lies outside the record's folder {folder}; "
+                "pass allow_external_files=True to read it"
+            )
 
 
 def _record_base(path: str | os.PathLike) -> Path:
@@ -367,6 +465,7 @@ def read_digital(
     check_amplitude: bool = True,
     warn: bool = True,
     record_id: Optional[str] = None,
+    allow_external_files: bool = False,
 ) -> DigitalRecord:
     """Read and validate a WFDB record, keeping integer samples (see the module docstring).
 
@@ -378,6 +477,8 @@ def read_digital(
         check_amplitude: warn about implausible amplitudes and flat leads.
         warn: issue :class:`ECGDataWarning` for each issue (they are always in ``.issues``).
         record_id: the id used in messages and in the result (default: the record name).
+        allow_external_files: read signal files that the header names outside the record's folder
+            (absolute paths, ``../``); refused by default (see :func:`check_signal_files`).
     """
     if nan_policy not in NAN_POLICIES:
         raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
@@ -387,8 +488,13 @@ def read_digital(
 
     invalid: Optional[int] = _FORMAT16_INVALID
     used_fast = False
-    header = read_header(base) if fast else None
-    if header is not None and _fast_path_ok(header):
+    try:
+        parsed_header = read_header(base)  # always: the required-field checks hold on both routes
+        check_signal_files(base, parsed_header, allow_external_files)
+    except RecordError as err:
+        raise RecordError(str(err).replace(str(base), where, 1)) from None
+    if fast and _fast_path_ok(parsed_header):
+        header = parsed_header
         try:
             digital = _read_fast(base, header)
             used_fast = True
@@ -399,12 +505,15 @@ def read_digital(
             digital, header, invalid = _read_wfdb(base)
         except RecordError as err:
             raise RecordError(str(err).replace(str(base), where, 1)) from None
+        if not parsed_header.multi_segment:  # wfdb's value equals ours; keep the validated one
+            header.fs = parsed_header.fs
     h = header
 
-    try:
-        leads = canonical_lead_names(h.sig_names)
-    except ValueError as err:
-        raise RecordError(f"{where}: {err}") from None
+    keep, extra_signals = _standard_lead_rows(h.sig_names, where)
+    if extra_signals:
+        digital = digital[keep]
+        h = _select_signals(h, keep)
+    leads = canonical_lead_names(h.sig_names)
 
     scales = []
     for lead, unit in zip(leads, h.units):
@@ -417,6 +526,10 @@ def read_digital(
     baseline = np.asarray(h.baselines, dtype=np.int64)
 
     issues: List[str] = []
+    if extra_signals:
+        issues.append(
+            f"{len(extra_signals)} signal(s) besides the 12 standard leads ({', '.join(extra_signals)}) were left out"
+        )
     # Checksums (16-bit sums of the stored samples), where the header gives them.
     if used_fast and any(c is not None for c in h.checksums):
         sums = digital.sum(axis=1, dtype=np.int64)
@@ -433,7 +546,9 @@ def read_digital(
     if n_total == 0:
         raise RecordError(f"{where}: the record has no samples")
 
+    missing_leads: List[str] = []
     if n_nan:
+        missing_leads = [leads[i] for i in np.flatnonzero(missing.all(axis=1))]
         fraction = n_nan / n_total
         bad_leads = [leads[i] for i in np.flatnonzero(missing.any(axis=1))]
         if nan_policy == "raise":
@@ -460,11 +575,51 @@ def read_digital(
     rec = DigitalRecord(
         record_id=rid, digital=digital, gain=gain, lead_names=leads, sampling_rate=int(round(h.fs)),
         comments=list(h.comments), path=str(base), n_nan=n_nan, issues=issues, missing=missing, fast_path=used_fast,
+        extra_signals=extra_signals, missing_leads=missing_leads,
     )
     if warn:
         for issue in issues:
             warnings.warn(f"{where}: {issue}", ECGDataWarning, stacklevel=2)
     return rec
+
+
+def _standard_lead_rows(names: Sequence[str], where: str) -> Tuple[List[int], List[str]]:
+    """Rows of the standard leads and the names of the other signals.
+
+    Extra signals (PTB Diagnostic's Frank leads vx, vy, vz; a respiration channel) are left out
+    only when all 12 standard leads are present: a record with fewer standard leads and an unknown
+    name more likely misnames a lead, and that stays an error naming it.
+    """
+    def standard(name: str) -> bool:
+        try:
+            canonical_lead_name(name)
+            return True
+        except ValueError:
+            return False
+
+    keep = [i for i, name in enumerate(names) if standard(name)]
+    extra = [name for i, name in enumerate(names) if i not in keep]
+    try:
+        kept = canonical_lead_names([names[i] for i in keep])  # duplicated leads are errors
+        if extra and set(kept) != set(STANDARD_12_LEADS):
+            canonical_lead_names(names)  # raises "unknown lead name ..." for the first extra name
+    except ValueError as err:
+        hint = (f" (signals besides the standard leads are left out only when all 12 are present; "
+                f"this record has {len(set(keep))} standard leads)") if extra else ""
+        raise RecordError(f"{where}: {err}{hint}") from None
+    return keep, extra
+
+
+def _select_signals(h: WFDBHeader, rows: Sequence[int]) -> WFDBHeader:
+    """The header restricted to the signals at ``rows`` (per-signal lists sliced, the rest kept)."""
+    from dataclasses import replace
+
+    pick = lambda values: [values[i] for i in rows] if len(values) == h.n_sig else list(values)  # noqa: E731
+    return replace(
+        h, n_sig=len(rows), file_names=pick(h.file_names), fmts=pick(h.fmts), samps_per_frame=pick(h.samps_per_frame),
+        skews=pick(h.skews), byte_offsets=pick(h.byte_offsets), gains=pick(h.gains), baselines=pick(h.baselines),
+        units=pick(h.units), checksums=pick(h.checksums), sig_names=pick(h.sig_names),
+    )
 
 
 def _fill_missing(digital: np.ndarray, missing: np.ndarray, interpolate: bool) -> None:
@@ -478,7 +633,8 @@ def _fill_missing(digital: np.ndarray, missing: np.ndarray, interpolate: bool) -
         digital[i, bad] = np.rint(np.interp(idx[bad], idx[good], digital[i, good])).astype(digital.dtype)
 
 
-def _amplitude_issues(digital: np.ndarray, gain: np.ndarray, leads: Sequence[str], missing) -> List[str]:
+def _amplitude_issues(digital: np.ndarray, gain: np.ndarray, leads: Sequence[str], missing, skip=None,
+                      hint: Optional[str] = None) -> List[str]:
     if missing is not None:
         work = np.where(missing, 0, digital)
     else:
@@ -487,20 +643,42 @@ def _amplitude_issues(digital: np.ndarray, gain: np.ndarray, leads: Sequence[str
     lo = work.min(axis=1).astype(np.float64)
     ptp = (hi - lo) / gain
     issues = []
+    if skip is not None:  # leads without any valid sample: neither flat nor part of the statistics
+        ptp = np.where(skip, np.nan, ptp)
     flat = [leads[i] for i in np.flatnonzero(ptp == 0)]
     if flat:
         issues.append(f"flat (constant) lead(s) {', '.join(flat)}")
     live = ptp[ptp > 0]
     if live.size:
         median = float(np.median(live))
-        peak = float(np.max(np.maximum(np.abs(hi), np.abs(lo)) / gain))
+        peak = float(np.nanmax(np.where(np.isnan(ptp), np.nan, np.maximum(np.abs(hi), np.abs(lo)) / gain)))
         if median < MIN_MEDIAN_PEAK_TO_PEAK or median > MAX_MEDIAN_PEAK_TO_PEAK or peak > MAX_ABS_AMPLITUDE:
             issues.append(
                 f"implausible amplitude: median peak-to-peak {median:.4g} mV over leads, largest sample {peak:.4g} mV "
-                f"(expected about {MIN_MEDIAN_PEAK_TO_PEAK}-{MAX_MEDIAN_PEAK_TO_PEAK} mV); check the ADC gain "
-                f"{sorted(set(float(g) for g in gain))} counts/mV in the header"
+                f"(expected about {MIN_MEDIAN_PEAK_TO_PEAK}-{MAX_MEDIAN_PEAK_TO_PEAK} mV); "
+                + (hint or f"check the ADC gain {sorted(set(float(g) for g in gain))} counts/mV in the header")
             )
     return issues
+
+
+def amplitude_issues(signal_mv: np.ndarray, leads: Sequence[str]) -> List[str]:
+    """The amplitude checks of WFDB records applied to a float signal in millivolts (leads, samples).
+
+    Used by the feature extractor for array inputs, so that an array gets the same plausibility
+    check as a file: a flat lead, and a median peak-to-peak or largest sample outside the limits
+    above (a wrong unit or gain). NaN samples are ignored.
+    """
+    signal = np.asarray(signal_mv, dtype=np.float64)
+    finite = np.isfinite(signal)
+    if not finite.any():
+        return []
+    hi = np.where(finite, signal, -np.inf).max(axis=1)
+    lo = np.where(finite, signal, np.inf).min(axis=1)
+    usable = finite.any(axis=1)
+    hi, lo = np.where(usable, hi, 0.0), np.where(usable, lo, 0.0)
+    return _amplitude_issues(np.stack([hi, lo], axis=1), np.ones(len(leads)), [lead for lead in leads], None,
+                             skip=~usable, hint="check the signal's units (millivolts are expected; pass units='uV' "
+                             "or 'V' for other units, or divide ADC counts by their gain)")
 
 
 def read_wfdb_record(
@@ -510,6 +688,7 @@ def read_wfdb_record(
     max_nan_fraction: float = DEFAULT_MAX_NAN_FRACTION,
     fast: bool = True,
     warn: bool = True,
+    allow_external_files: bool = False,
 ) -> ECGRecord:
     """Read one WFDB record given its path without extension (``.../00001_hr``) or with ``.hea``.
 
@@ -517,7 +696,8 @@ def read_wfdb_record(
     order. Raises :class:`RecordError` naming the record and the fault (see the module docstring
     for every check and for ``nan_policy``).
     """
-    rec = read_digital(path, nan_policy=nan_policy, max_nan_fraction=max_nan_fraction, fast=fast, warn=warn)
+    rec = read_digital(path, nan_policy=nan_policy, max_nan_fraction=max_nan_fraction, fast=fast, warn=warn,
+                       allow_external_files=allow_external_files)
     return ECGRecord(
         record_id=rec.record_id,
         signal=np.ascontiguousarray(rec.physical()),
@@ -527,4 +707,6 @@ def read_wfdb_record(
         path=rec.path,
         n_nan=rec.n_nan,
         issues=rec.issues,
+        extra_signals=rec.extra_signals,
+        missing_leads=rec.missing_leads,
     )

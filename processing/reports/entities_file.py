@@ -11,6 +11,11 @@ reads the existing file, keeps every complete line, cuts an incomplete last line
 parses but lacks its newline gets the newline), and skips every ``record_id`` already present. Records of
 the batch that was being written are extracted again; records already on disk are never written twice.
 
+One writer per file: a run holds an exclusive ``flock`` on ``<output>.lock``; a second run on the same
+file is refused (:class:`OutputLocked`, a ``ValueError``) instead of writing every record again. A
+killed run's lock is released by the kernel. An empty or whitespace-only report is not extracted: its
+line has ``"no_report": true`` (no entities, no error) and pre-training leaves the record out.
+
 Identical report texts are extracted once per run: later copies, and reports whose text was already
 extracted in an earlier run of the same file, reuse the stored result (their ``record_id`` differs, the
 ``report_sha256`` is the same).
@@ -44,6 +49,7 @@ class ExtractionStats:
     extracted: int = 0  # distinct report texts sent to the backend
     reused: int = 0  # lines whose result came from an identical report text
     errors: int = 0  # lines written with an error
+    no_report: int = 0  # lines of records whose report is empty or whitespace-only (marked, not extracted)
     repaired_tail: bool = False  # an incomplete last line was found and removed
     seconds: float = 0.0
     error_examples: list = field(default_factory=list)
@@ -60,7 +66,9 @@ class ExtractionStats:
                 f"skipped {self.already_done} already done"
                 + (f" and {self.duplicate_ids} repeated record ids" if self.duplicate_ids else "")
                 + f"; {self.extracted} distinct report texts extracted, {self.reused} reports reused an identical text "
-                f"(dedupe ratio {self.dedupe_ratio:.1%}); {self.errors} errors")
+                f"(dedupe ratio {self.dedupe_ratio:.1%}); {self.errors} errors"
+                + (f"; {self.no_report} records without a report (marked no_report, left out of pre-training targets)"
+                   if self.no_report else ""))
         if self.repaired_tail:
             text += "; an incomplete last line from an interrupted run was removed"
         return text
@@ -72,6 +80,64 @@ class _FileState:
     results: Dict[str, dict]  # report_sha256 -> record of a successful extraction
     backends: set
     repaired_tail: bool
+
+
+class OutputLocked(ValueError):
+    """Another process is writing the same entities file."""
+
+
+class _WriterLock:
+    """An exclusive ``flock`` on ``<output>.lock`` for as long as one run writes ``output``.
+
+    The kernel releases a flock when its process ends, however it ends, so a killed run never
+    leaves the file locked. The lock file is removed on a clean exit; a second writer that opened
+    the old file just before is caught by comparing inodes after locking.
+    """
+
+    def __init__(self, output: Path):
+        self.path = output.with_name(output.name + ".lock")
+        self.handle = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (documented)
+            return self
+        while True:
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                handle.close()
+                raise OutputLocked(
+                    f"{self.path.with_suffix('') if self.path.suffix == '.lock' else self.path}: another extraction "
+                    f"(pid {holder}) is writing this file; wait for it to finish or write to another --output"
+                ) from None
+            try:
+                same = os.fstat(handle.fileno()).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            handle.close()  # the lock file was replaced while we waited: lock the current one
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+            self.handle.close()  # releases the flock
+            self.handle = None
+        return False
 
 
 def _parse_line(line: str, path: PathLike, number: int) -> dict:
@@ -188,6 +254,13 @@ def run_extraction(
     path = Path(output)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+    with _WriterLock(path):
+        return _run_extraction_locked(records, path, backend, batch_size=batch_size, progress=progress, total=total,
+                                      retry_errors=retry_errors, allow_mixed=allow_mixed, fsync=fsync, log=log)
+
+
+def _run_extraction_locked(records, path: Path, backend, *, batch_size, progress, total, retry_errors, allow_mixed,
+                           fsync, log) -> ExtractionStats:
     started = time.perf_counter()
     state = _scan(path, repair=True)
     backend_id = (backend.name, backend.model_name)
@@ -218,13 +291,24 @@ def run_extraction(
     batch_shas: list = []
     seen_in_input = set()
 
-    with open(path, "a", encoding="utf-8", newline="\n") as handle:
+    # The file is opened at the first write, so a run that fails before it (a CSV error on its first
+    # row, no records) leaves no empty entities file behind.
+    opened: list = []
+
+    def handle_for_writing():
+        if not opened:
+            opened.append(open(path, "a", encoding="utf-8", newline="\n"))
+        return opened[0]
+
+    try:
 
         def flush_batch() -> None:
             if not batch_ids:
                 return
             todo = {}
             for text, sha in zip(batch_texts, batch_shas):
+                if not text.strip():  # no report: nothing to extract
+                    continue
                 if sha not in cache and sha not in todo:
                     todo[sha] = text
             fresh: Dict[str, ExtractionResult] = {}
@@ -238,7 +322,15 @@ def run_extraction(
                     if result.error is None:
                         cache[sha] = (result.entities, result.unmapped)
             lines = []
-            for record_id, sha in zip(batch_ids, batch_shas):
+            for record_id, sha, text in zip(batch_ids, batch_shas, batch_texts):
+                if not text.strip():
+                    # Marked as having no report, so that pre-training leaves it out instead of taking it as a
+                    # negative for every concept.
+                    record = ExtractionResult([], [], None, backend_id[0], backend_id[1]).to_record(record_id, sha)
+                    record["no_report"] = True
+                    stats.no_report += 1
+                    lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+                    continue
                 if sha in fresh:
                     result = fresh.pop(sha)  # the first record of this text carries the fresh result
                     record = result.to_record(record_id, sha)
@@ -255,6 +347,7 @@ def run_extraction(
                     if len(stats.error_examples) < 5:
                         stats.error_examples.append((record_id, record["error"]))
                 lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+            handle = handle_for_writing()
             handle.write("".join(lines))
             handle.flush()
             if fsync:
@@ -287,8 +380,11 @@ def run_extraction(
             if len(batch_ids) >= batch_size:
                 flush_batch()
         flush_batch()
-    if bar is not None:
-        bar.close()
+    finally:
+        if opened:
+            opened[0].close()
+        if bar is not None:
+            bar.close()
     stats.seconds = time.perf_counter() - started
     emit(stats.summary())
     return stats
