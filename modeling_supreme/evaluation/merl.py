@@ -327,7 +327,7 @@ def present_rows(rows: SplitRows, locator: RecordLocator, max_records: Optional[
     return found, coverage
 
 
-def _generate_rows(items, corpus, codes, full_record):
+def _generate_rows(items, corpus, full_record):
     for record_id, kind, path, labels in items:
         signal, lead_names, rate = read_record(kind, Path(path), record_id)
         yield {
@@ -356,10 +356,17 @@ def split_dataset(merl_set: MERLSet, rows: SplitRows, found, cache_dir, full_rec
         "sampling_rate": datasets.Value("int32"),
         "labels": datasets.List(datasets.Value("string")),
     })
-    dataset = datasets.Dataset.from_generator(
-        _generate_rows, features=features, cache_dir=str(cache_dir),
-        gen_kwargs={"items": items, "corpus": merl_set.corpus, "codes": codes, "full_record": bool(full_record)},
-    )
+    try:
+        dataset = datasets.Dataset.from_generator(
+            _generate_rows, features=features, cache_dir=str(cache_dir),
+            gen_kwargs={"items": items, "corpus": merl_set.corpus, "full_record": bool(full_record)},
+        )
+    except datasets.exceptions.DatasetGenerationError as error:
+        # datasets wraps the reader's error; the caller wants the one that names the record.
+        cause = error.__cause__
+        if isinstance(cause, ValueError):
+            raise EvaluationError(f"{merl_set.name} {rows.split}: {cause}") from cause
+        raise
     return dataset.with_format("numpy", columns=["signal"], output_all_columns=True)
 
 
