@@ -35,7 +35,6 @@ import numpy as np
 from processing.atomic_files import atomic_write_text
 
 from .errors import EvaluationError
-from .formatting import format_ci
 from .linear_probe import DEFAULT_C_GRID, DEFAULT_FRACTIONS, run_linear_probe
 from .merl import (
     SET_NAMES, RecordLocator, load_protocol, present_rows, read_split_file, split_dataset, substring_derived_positives,
@@ -352,6 +351,7 @@ def benchmark_markdown(result: Mapping) -> str:
     )
     lines += ["", f"n/r: not reported here. {PUBLISHED_NOTE}"]
     if not result["complete"]:
+        lines.append("")
         lines.append("This run is NOT the full protocol (sets or records missing, or --max_records): its average is "
                      "not comparable with the published ones.")
     lines += ["", "## Protocol", "", run["protocol"], ""]
@@ -370,7 +370,7 @@ def benchmark_markdown(result: Mapping) -> str:
             head = "| code | concept | positives | AUROC | 95% CI |" + (" substring-derived positives |" if substring else "")
             lines += [head, "| --- | --- | ---: | ---: | --- |" + (" ---: |" if substring else "")]
             for code, c in entry["per_class"].items():
-                row = (f"| {code} | {c['concept']} | {c['positives']} | {_percent(c['auroc'])} | {format_ci(c['auroc_ci95'])} |")
+                row = (f"| {code} | {c['concept']} | {c['positives']} | {_percent(c['auroc'])} | {_percent_ci(c['auroc_ci95'])} |")
                 if substring:
                     row += f" {c.get('substring_derived_positives', 0)} |"
                 lines.append(row)

@@ -33,6 +33,11 @@ for ``1AVB``/``2AVB``, ``VB`` for ``IVB``, ...). A faithful reproduction keeps M
 :func:`substring_derived_positives` counts, per class, the positives whose ``diagnose`` does not
 contain the code itself, and the benchmark table states them.
 
+MERL's PTB-XL sub train file orders three label columns (ISC, AVB, RAO/RAE) differently from its val
+and test files; ``merl_protocol.json`` records that order and the file is read by column name, so the
+classes keep the test file's order in every split (a loader that reads columns by position would
+mislabel those three classes when training on this file).
+
 Records listed in a split file but absent from the corpus folder are counted and reported
 (:class:`SplitCoverage`), never silently dropped.
 """
@@ -81,11 +86,17 @@ class MERLSet:
     leading_columns: Tuple[str, ...]
     record_column: str
     classes: Tuple[MERLClass, ...]
+    # Splits whose file orders the label columns differently from the test file (read by name).
+    split_column_orders: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
 
     @property
     def codes(self) -> List[str]:
-        """The label columns in MERL's order."""
+        """The label columns in MERL's order (that of its test file)."""
         return [c.code for c in self.classes]
+
+    def file_columns(self, split: str) -> List[str]:
+        """The label columns as the split's file orders them."""
+        return list(dict(self.split_column_orders).get(split, self.codes))
 
     def split_file(self, split_dir, split: str) -> Path:
         if split not in SPLIT_SUFFIXES:
@@ -103,6 +114,7 @@ def _load_protocol(path: str) -> Dict[str, MERLSet]:
             file_stem=entry["file_stem"], leading_columns=tuple(entry["leading_columns"]),
             record_column=entry["record_column"],
             classes=tuple(MERLClass(c["code"], c["concept"], c["basis"]) for c in entry["classes"]),
+            split_column_orders=tuple((split, tuple(order)) for split, order in entry.get("split_column_orders", {}).items()),
         )
     return sets
 
@@ -162,12 +174,13 @@ def read_split_file(merl_set: MERLSet, split_dir, split: str) -> SplitRows:
                 f"{path}: the first columns are {header[:lead]}, expected MERL's {list(merl_set.leading_columns)}"
             )
         codes = header[lead:]
-        if codes != merl_set.codes:
-            missing = [c for c in merl_set.codes if c not in codes]
-            extra = [c for c in codes if c not in merl_set.codes]
+        expected = merl_set.file_columns(split)
+        if codes != expected:
+            missing = [c for c in expected if c not in codes]
+            extra = [c for c in codes if c not in expected]
             raise EvaluationError(
                 f"{path}: label columns differ from MERL's {merl_set.name} protocol ({len(codes)} columns, expected "
-                f"{len(merl_set.codes)}; missing {missing}, unexpected {extra}"
+                f"{len(expected)}; missing {missing}, unexpected {extra}"
                 + ("; same names in another order" if not missing and not extra else "") + ")"
             )
         references, record_ids, rows_targets, diagnoses = [], [], [], []
@@ -190,6 +203,8 @@ def read_split_file(merl_set: MERLSet, split_dir, split: str) -> SplitRows:
             if merl_set.corpus == "csn":
                 diagnoses.append(row.get("diagnose", ""))
     targets = np.asarray(rows_targets, dtype=np.int8).reshape(len(rows_targets), len(codes))
+    # Into the protocol's (test file's) column order, by name.
+    targets = targets[:, [codes.index(code) for code in merl_set.codes]]
     return SplitRows(merl_set.name, split, path, references, record_ids, targets,
                      diagnoses if merl_set.corpus == "csn" else None)
 
