@@ -252,3 +252,17 @@ def test_bad_arguments_exit_with_a_message(tiny_checkpoint, shared_data, tmp_pat
                                "--ptbxl_dir", str(shared_data / "ptbxl"), "--output_dir", str(tmp_path / "out")])
     assert raised.value.code == 2
     assert "MERL split folder" in capsys.readouterr().err
+
+
+def test_a_damaged_record_is_an_error_naming_it(merl_split_dir, ptbxl_dir, tmp_path):
+    """A record that is on disk but cannot be read stops the run with its name (it is not 'missing')."""
+    merl_set = load_protocol()["ptbxl_super"]
+    folder = tmp_path / "ptbxl" / "records500" / "00000"
+    folder.mkdir(parents=True)
+    (folder / "00009_hr.hea").write_bytes((ptbxl_dir / "records500" / "00000" / "00009_hr.hea").read_bytes())
+    (folder / "00009_hr.dat").write_bytes((ptbxl_dir / "records500" / "00000" / "00009_hr.dat").read_bytes()[:1000])
+    rows = read_split_file(merl_set, merl_split_dir, "test")
+    found, coverage = present_rows(rows, RecordLocator("ptbxl", tmp_path / "ptbxl"))
+    assert coverage.present == 1 and coverage.missing == coverage.in_split_file - 1
+    with pytest.raises(EvaluationError, match="00009_hr"):
+        split_dataset(merl_set, rows, found, tmp_path / "cache", progress=False)

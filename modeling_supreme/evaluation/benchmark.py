@@ -232,7 +232,7 @@ def run_benchmark(
             }
             if found:
                 read_start = time.perf_counter()
-                dataset = split_dataset(merl_set, rows, found, cache_dir, cpsc2018_full_record)
+                dataset = split_dataset(merl_set, rows, found, cache_dir, cpsc2018_full_record, progress)
                 read_seconds = time.perf_counter() - read_start
                 score_start = time.perf_counter()
                 scores, targets, _ = zero_shot_scores(
@@ -297,7 +297,7 @@ def _linear_probe(merl_set, rows_by_split, locator, cache_dir, feature_cache, mo
         keys = [(merl_set.corpus, str(path)) for _, _, path in found]
         todo = [item for item, key in zip(found, keys) if key not in feature_cache]
         if todo:
-            dataset = split_dataset(merl_set, rows, todo, cache_dir, full_record)
+            dataset = split_dataset(merl_set, rows, todo, cache_dir, full_record, progress)
             vectors, _ = extract(model, processor, dataset, batch_size=batch_size, bf16=bf16, progress=progress,
                                  num_workers=num_workers)
             for (_, _, path), vector in zip(todo, vectors):

@@ -354,7 +354,7 @@ def _generate_rows(items, corpus, full_record):
         }
 
 
-def split_dataset(merl_set: MERLSet, rows: SplitRows, found, cache_dir, full_record: bool = False):
+def split_dataset(merl_set: MERLSet, rows: SplitRows, found, cache_dir, full_record: bool = False, progress: bool = True):
     """A `datasets.Dataset` of the data contract (``record_id``, ``signal`` mV, ``lead_names``,
     ``sampling_rate``, ``labels`` = MERL codes) for the found rows, signals cut as MERL reads them."""
     import datasets
@@ -371,6 +371,9 @@ def split_dataset(merl_set: MERLSet, rows: SplitRows, found, cache_dir, full_rec
         "sampling_rate": datasets.Value("int32"),
         "labels": datasets.List(datasets.Value("string")),
     })
+    quiet = not progress and not datasets.are_progress_bars_disabled()
+    if quiet:
+        datasets.disable_progress_bars()
     try:
         dataset = datasets.Dataset.from_generator(
             _generate_rows, features=features, cache_dir=str(cache_dir),
@@ -382,6 +385,9 @@ def split_dataset(merl_set: MERLSet, rows: SplitRows, found, cache_dir, full_rec
         if isinstance(cause, ValueError):
             raise EvaluationError(f"{merl_set.name} {rows.split}: {cause}") from cause
         raise
+    finally:
+        if quiet:
+            datasets.enable_progress_bars()
     return dataset.with_format("numpy", columns=["signal"], output_all_columns=True)
 
 
