@@ -266,3 +266,27 @@ def test_a_damaged_record_is_an_error_naming_it(merl_split_dir, ptbxl_dir, tmp_p
     assert coverage.present == 1 and coverage.missing == coverage.in_split_file - 1
     with pytest.raises(EvaluationError, match="00009_hr"):
         split_dataset(merl_set, rows, found, tmp_path / "cache", progress=False)
+
+
+def test_benchmark_scores_equal_the_pipelines(tiny_checkpoint, merl_split_dir, ptbxl_dir, tmp_path):
+    """The benchmark scores through the pipeline's path: same records, same prompts, same scores."""
+    from transformers import pipeline
+
+    from modeling_supreme.evaluation import load_checkpoint, zero_shot_scores
+
+    model, processor = load_checkpoint(tiny_checkpoint)
+    merl_set = load_protocol()["ptbxl_super"]
+    rows = read_split_file(merl_set, merl_split_dir, "test")
+    found, _ = present_rows(rows, RecordLocator("ptbxl", ptbxl_dir), max_records=6)
+    dataset = split_dataset(merl_set, rows, found, tmp_path / "cache", progress=False)
+    prompts, _ = benchmark_prompts({"ptbxl_super": merl_set}, "ckepe", merl_split_dir=merl_split_dir)
+    prompts = prompts["ptbxl_super"]
+    scores, _, _ = zero_shot_scores(model, processor, dataset, merl_set.codes, prompts, batch_size=4, progress=False)
+    texts = [prompts[code][0] for code in merl_set.codes]
+    classifier = pipeline("zero-shot-ecg-classification", model=model, processor=processor)
+    records = [{"signal": r["signal"], "sampling_rate": int(r["sampling_rate"]), "lead_names": list(r["lead_names"])}
+               for r in dataset]
+    results = classifier(records, candidate_labels=texts, batch_size=4)
+    from_pipeline = np.array([[{r["label"]: r["score"] for r in result}[t] for t in texts] for result in results])
+    assert scores.std() > 0.01
+    np.testing.assert_allclose(scores, from_pipeline, atol=1e-5)
