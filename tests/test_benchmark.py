@@ -290,3 +290,28 @@ def test_benchmark_scores_equal_the_pipelines(tiny_checkpoint, merl_split_dir, p
     from_pipeline = np.array([[{r["label"]: r["score"] for r in result}[t] for t in texts] for result in results])
     assert scores.std() > 0.01
     np.testing.assert_allclose(scores, from_pipeline, atol=1e-5)
+
+
+def test_original_cpsc2018_files_and_the_csn_folder_layout_are_found(merl_split_dir, tmp_path):
+    """CPSC2018 as distributed (A0001.mat with struct ECG, no header) and CSN's WFDBRecords tree."""
+    from datasets_scripts.corpora.cpsc2018 import read_cpsc_mat
+    from datasets_scripts.testing import make_cpsc2018_tree, make_csn_tree
+
+    protocol = load_protocol()
+    cpsc_root = make_cpsc2018_tree(tmp_path / "cpsc", {"A0001": [1]})
+    cpsc_rows = read_split_file(protocol["cpsc2018"], merl_split_dir, "train")
+    found, coverage = present_rows(cpsc_rows, RecordLocator("cpsc2018", cpsc_root))
+    assert coverage.present == 1 and found[0][1] == "cpsc_mat"
+    row = split_dataset(protocol["cpsc2018"], cpsc_rows, found, tmp_path / "c1", progress=False)[0]
+    original = read_cpsc_mat(str(found[0][2]), "A0001")
+    assert row["record_id"] == "A0001" and row["signal"].shape == (12, 5000)
+    np.testing.assert_allclose(row["signal"][:, :2500], original[:, :2500], atol=1e-6)
+    assert not row["signal"][:, 2500:].any()
+
+    csn_root = make_csn_tree(tmp_path / "csn", {"JS00001": ["164889003"]})
+    csn_rows = read_split_file(protocol["csn"], merl_split_dir, "train")
+    found, coverage = present_rows(csn_rows, RecordLocator("csn", csn_root))
+    assert coverage.present == 1 and found[0][2] == csn_root / "WFDBRecords" / "01" / "010" / "JS00001"
+    row = split_dataset(protocol["csn"], csn_rows, found, tmp_path / "c2", progress=False)[0]
+    assert row["record_id"] == "JS00001" and row["signal"].shape == (12, 5000)
+    assert set(row["labels"]) == {"AF", "RBBB", "AFIB", "TWC"}  # MERL's row: AF from AFIB by substring
