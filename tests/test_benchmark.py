@@ -315,3 +315,23 @@ def test_original_cpsc2018_files_and_the_csn_folder_layout_are_found(merl_split_
     row = split_dataset(protocol["csn"], csn_rows, found, tmp_path / "c2", progress=False)[0]
     assert row["record_id"] == "JS00001" and row["signal"].shape == (12, 5000)
     assert set(row["labels"]) == {"AF", "RBBB", "AFIB", "TWC"}  # MERL's row: AF from AFIB by substring
+
+
+@pytest.mark.slow
+def test_the_script_runs_as_a_command_with_ckepe_prompts(tiny_checkpoint, merl_split_dir, ptbxl_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "benchmark.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--model", str(tiny_checkpoint), "--merl_split_dir", str(merl_split_dir),
+         "--ptbxl_dir", str(ptbxl_dir), "--sets", "ptbxl_form", "--prompts", "ckepe", "--n_bootstrap", "20",
+         "--no_progress", "--output_dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ptbxl_form: macro AUROC" in result.stdout and "NOT the full protocol" in result.stdout
+    written = json.loads((tmp_path / "out" / "benchmark.json").read_text(encoding="utf-8"))
+    assert list(written["sets"]) == ["ptbxl_form"] and "CKEPE" in written["run"]["prompt_source"]
+    assert all(len(texts) == 1 for texts in written["sets"]["ptbxl_form"]["prompts"].values())
