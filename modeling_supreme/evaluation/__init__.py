@@ -4,7 +4,8 @@ extraction over dataset splits, AUROC with bootstrap intervals, the linear probe
 The command lines ``examples/zero_shot.py`` and ``examples/linear_probe.py`` are thin layers over
 these functions. Modules: ``prompts``, ``scoring``, ``metrics``, ``linear_probe``, ``data``
 (checkpoints and datasets), ``reports`` (Markdown/JSON files), ``plots``, ``formatting``, ``cli``
-(shared script flags), ``errors``. Names are imported lazily.
+(shared script flags), ``errors``, ``merl`` (MERL's split folder and
+protocol) and ``benchmark`` (the six-set benchmark, ``examples/benchmark.py``). Names are imported lazily.
 """
 
 from processing._lazy import lazy_exports
@@ -33,6 +34,14 @@ _EXPORTS = {
     "to_json": "reports",
     "write_evaluation": "reports",
     "plot_roc": "plots",
+    "run_benchmark": "benchmark",
+    "benchmark_prompts": "benchmark",
+    "benchmark_markdown": "benchmark",
+    "load_protocol": "merl",
+    "read_split_file": "merl",
+    "RecordLocator": "merl",
+    "protocol_crop": "merl",
+    "protocol_signal": "merl",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
