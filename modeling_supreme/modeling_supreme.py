@@ -1,8 +1,8 @@
 """SuPreME model: an ECG encoder, a frozen text encoder for cardiac queries, and the Cardiac Fusion
 Network in which each query attends to the ECG tokens and yields one logit.
 
-This file is copied next to every saved checkpoint as remote code: it may import only
-`configuration_supreme` (relatively) and installed libraries.
+This file is copied next to every saved checkpoint as remote code: it may import only its siblings
+`configuration_supreme` and `pipeline_supreme` (relatively) and installed libraries.
 """
 
 from __future__ import annotations
@@ -335,6 +335,41 @@ class SuPreMEModel(SuPreMEPreTrainedModel):
         # checkpoint; only a model built directly needs the text encoder's pretrained weights here.
         if torch.empty(()).device.type != "meta":
             self._load_pretrained_text_encoder()
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, then the text encoder frozen again when the config says so.
+
+        transformers loads every checkpoint tensor as a new `nn.Parameter` that requires grad, which
+        would silently unfreeze the text encoder: its 25M weights would become trainable and, under DDP,
+        the unused ones would break the second optimizer step.
+        """
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model.apply_text_encoder_freezing()
+        return loaded
+
+    def apply_text_encoder_freezing(self):
+        """Make `requires_grad` of the text encoder follow `config.freeze_text_encoder` (and its mode: eval)."""
+        frozen = bool(self.config.freeze_text_encoder)
+        self.text_encoder.requires_grad_(not frozen)
+        if frozen:
+            self.text_encoder.eval()
+        self.clear_query_cache()
+        return self
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`; the config also names the checkpoint's pipeline.
+
+        `config.custom_pipelines` is what `transformers.pipeline(task, model=folder, trust_remote_code=True)`
+        reads to find the pipeline class among the remote-code files, so the task works where this
+        package is not installed. The import below also makes transformers copy `pipeline_supreme.py`
+        next to the weights (it copies the relative imports of this file).
+        """
+        from .pipeline_supreme import custom_pipelines_entry
+
+        self.config.custom_pipelines = custom_pipelines_entry()
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _load_pretrained_text_encoder(self):
         source = self.config.resolved_text_encoder_path

@@ -7,6 +7,7 @@ import string
 import warnings
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from transformers import AutoModel, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
@@ -134,6 +135,76 @@ def _as_autocast_dtype(value) -> torch.dtype | None:
     return names[str(value).lower()]
 
 
+# The columns of the data contract that one ECG needs (see docs/datasets.md).
+_ECG_COLUMNS = ("signal", "sampling_rate", "lead_names")
+
+
+def _is_hf_dataset(inputs) -> bool:
+    # Duck-typed: `datasets` is not a dependency of this remote-code file.
+    return type(inputs).__module__.split(".")[0] == "datasets" and hasattr(inputs, "column_names")
+
+
+# The compact int16 layout of docs/datasets.md: counts and counts per mV, one gain per lead.
+_INT16_COLUMNS = ("signal_int16", "signal_gain")
+
+
+class _DatasetRows(torch.utils.data.Dataset):
+    """The ECG columns of a `datasets.Dataset`, one dict per row (what the pipeline takes for one ECG)."""
+
+    def __init__(self, dataset):
+        int16 = "signal" not in dataset.column_names
+        columns = list(_INT16_COLUMNS if int16 else _ECG_COLUMNS[:1]) + list(_ECG_COLUMNS[1:])
+        columns += [name for name in ("record_id",) if name in dataset.column_names]  # named in error messages
+        self.dataset = dataset.select_columns(columns).with_format("numpy")
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return _Indexed(int(index), _row_input(self.dataset[int(index)]))
+
+
+def _row_input(row) -> dict:
+    if "signal" in row:
+        signal = np.asarray(row["signal"], dtype=np.float32)
+    else:  # the int16 option's one-line conversion (the same millivolts, bit for bit)
+        signal = (np.asarray(row["signal_int16"]) / np.asarray(row["signal_gain"])[:, None]).astype(np.float32)
+    out = {"signal": signal, "sampling_rate": int(row["sampling_rate"]), "lead_names": [str(n) for n in row["lead_names"]]}
+    if row.get("record_id") is not None:
+        out["record_id"] = str(row["record_id"])
+    return out
+
+
+def _dataset_rows(dataset):
+    """Rows of a `datasets.Dataset` / `IterableDataset` as pipeline inputs, or an error saying what to pass."""
+    columns = dataset.column_names
+    if isinstance(columns, dict):  # a DatasetDict: several splits
+        raise ValueError(
+            f"the zero-shot ECG pipeline got a DatasetDict with splits {sorted(columns)}; pass one split, e.g. "
+            f"pipe(dataset[{sorted(columns)[0]!r}], candidate_labels=...)"
+        )
+    needed = list(_ECG_COLUMNS)
+    if columns is not None and "signal" not in columns and all(name in columns for name in _INT16_COLUMNS):
+        needed = list(_INT16_COLUMNS) + needed[1:]
+    missing = [name for name in needed if columns is not None and name not in columns]
+    if missing:
+        hint = ""
+        if any(name in (columns or ()) for name in ("path", "record_path", "filename")):
+            hint = " To score WFDB records by path, pass the path column: pipe(dataset['path'], candidate_labels=...)."
+        raise ValueError(
+            f"the zero-shot ECG pipeline needs a datasets.Dataset with the columns {list(_ECG_COLUMNS)} "
+            f"(signal: leads x samples in mV); this one lacks {missing} (it has {columns}).{hint}"
+        )
+    if hasattr(dataset, "__len__"):  # a map-style Dataset
+        return _DatasetRows(dataset)
+
+    def stream():  # IterableDataset: rows as they come
+        for row in dataset:
+            yield _row_input(row)
+
+    return stream()
+
+
 class ZeroShotECGClassificationPipeline(Pipeline):
     """Zero-shot ECG classification with a SuPreME model.
 
@@ -192,7 +263,16 @@ class ZeroShotECGClassificationPipeline(Pipeline):
         `{"error": message, "input": position, "record_id": ...}` in its place and the others are
         scored; with `errors="raise"` (default) the first such input stops the call, and the message
         names its position and record.
+
+        A `datasets.Dataset` in the data contract's columns (`signal` in mV, leads x samples, or the
+        int16 option's columns, `sampling_rate`, `lead_names`) is scored row by row, batched by
+        `batch_size`, and gives one result list per row, in row order; a streaming `IterableDataset`
+        gives an iterator of them.
         """
+        if _is_hf_dataset(inputs):
+            inputs = _dataset_rows(inputs)
+            if isinstance(inputs, _DatasetRows):  # a torch Dataset of `_Indexed` rows: transformers batches it
+                return list(super().__call__(inputs, **kwargs))
         if isinstance(inputs, list):
             inputs = [_Indexed(i, item) for i, item in enumerate(inputs)]
         elif isinstance(inputs, tuple):
@@ -330,6 +410,18 @@ class ZeroShotECGClassificationPipeline(Pipeline):
         return [{"label": label, "score": score} for score, label in ranked]
 
 
+def custom_pipelines_entry() -> dict:
+    """The `custom_pipelines` value of a checkpoint's config.json.
+
+    The same shape `Pipeline.save_pretrained` writes for a registered pipeline: the class as
+    "<file>.<class>" among the checkpoint's remote-code files, the Auto class that loads the model, and
+    the input type. `transformers.pipeline` resolves "impl" with `get_class_from_dynamic_module` and
+    the "pt" names as attributes of `transformers`.
+    """
+    cls = ZeroShotECGClassificationPipeline
+    return {TASK: {"impl": f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}", "pt": ["AutoModel"], "type": "multimodal"}}
+
+
 def register_pipeline() -> None:
     """Register the task with transformers (idempotent)."""
     if TASK not in PIPELINE_REGISTRY.supported_tasks:
@@ -338,4 +430,4 @@ def register_pipeline() -> None:
         )
 
 
-__all__ = ["ZeroShotECGClassificationPipeline", "register_pipeline", "TASK"]
+__all__ = ["ZeroShotECGClassificationPipeline", "custom_pipelines_entry", "register_pipeline", "TASK"]

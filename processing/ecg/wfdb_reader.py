@@ -425,8 +425,14 @@ def _check_mat_v4(base: Path, name: str, raw: bytes, h: WFDBHeader) -> None:
 
 def _read_wfdb(base: Path) -> Tuple[np.ndarray, WFDBHeader, Optional[int]]:
     """Fallback through wfdb: digital samples (leads, samples) and a header built from wfdb's record."""
-    import wfdb
-    from wfdb.io._signal import INVALID_SAMPLE_VALUE
+    try:  # optional: the fast path above reads the common layouts without it (and so does remote code)
+        import wfdb
+        from wfdb.io._signal import INVALID_SAMPLE_VALUE
+    except ImportError:
+        raise RecordError(
+            f"{base}: this record's layout (other than single-file format 16 .dat/.mat) is read through the "
+            "wfdb package, which is not installed: pip install wfdb"
+        ) from None
 
     try:
         rec = wfdb.rdrecord(str(base), physical=False, return_res=64)
