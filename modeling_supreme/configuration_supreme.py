@@ -165,6 +165,12 @@ class SuPreMEConfig(PreTrainedConfig):
             text_config.pop("_name_or_path", None)  # a local cache path says nothing to another machine
             self.text_config = text_config
         super().__post_init__(**kwargs)
+        if getattr(self, "custom_pipelines", None) and __name__.split(".")[0] != "transformers_modules":
+            # config.json names the checkpoint's own copy of the pipeline (for interpreters without this
+            # package). transformers lets `custom_pipelines` take precedence over a registered task and then
+            # demands trust_remote_code, so with the package installed the entry is dropped on load and its
+            # registered task serves `pipeline(...)`; `SuPreMEModel.save_pretrained` writes the entry again.
+            del self.custom_pipelines
         self.lead_names = list(self.lead_names)
         presets = ECG_ENCODER_PRESETS.get(self.ecg_encoder_type)
         if presets is None:
