@@ -44,6 +44,15 @@ from modeling_supreme.training import (
 )
 
 
+# transformers.get_scheduler's schedules that need no further arguments (reduce_lr_on_plateau needs a metric each
+# step, cosine_with_min_lr and warmup_stable_decay need lr_scheduler_kwargs, which this script does not take).
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt")
+# accelerate's trackers that --report_to names; "all" is every installed one.
+TRACKERS = ("tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive", "aim", "swanlab")
+# Flag aliases (HF Trainer's names) as keys of a JSON config file.
+ALIASES = {"save_steps": "checkpointing_steps", "hub_private": "hub_private_repo"}
+
+
 @dataclass
 class DataArguments:
     dataset: str = field(metadata={"help": "training corpus (datasets_scripts name, e.g. ptbxl, mimic_iv_ecg, synthetic)"})
@@ -93,16 +102,23 @@ class TrainArguments:
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on norms, biases, positions)"})
     warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps with linear warm-up before the cosine decay"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    mixed_precision: str = field(default="no", metadata={"help": "no, bf16 or fp16 (fp16 does nothing on CPU)"})
+    mixed_precision: Optional[str] = field(default=None, metadata={"help": "no, bf16 or fp16 (fp16 does nothing on CPU); default: the launcher's (accelerate launch --mixed_precision, accelerate config), else no"})
+    bf16: bool = field(default=False, metadata={"help": "HF Trainer's name for --mixed_precision bf16"})
+    fp16: bool = field(default=False, metadata={"help": "HF Trainer's name for --mixed_precision fp16"})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "learning-rate schedule after the warm-up, as HF Trainer names them: " + ", ".join(SCHEDULERS)})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute the ECG encoder's and fusion network's activations in the backward pass (less memory, more time)"})
+    report_to: list[str] = field(default_factory=lambda: ["none"], metadata={"help": "trackers through accelerate: tensorboard, wandb, trackio, all (every installed one) or none", "nargs": "+"})
+    logging_dir: Optional[str] = field(default=None, metadata={"help": "tracker folder (default: OUTPUT_DIR/runs)"})
+    run_name: Optional[str] = field(default=None, metadata={"help": "tracker run name (default: supreme_pretrain)"})
     seed: int = field(default=42, metadata={"help": "seed of initialisation, data order and augmentation"})
-    checkpointing_steps: int = field(default=500, metadata={"help": "save a resumable state every N optimizer steps"})
+    checkpointing_steps: int = field(default=500, metadata={"help": "save a resumable state every N optimizer steps", "aliases": ["--save_steps"]})
     save_total_limit: int = field(default=2, metadata={"help": "resumable states kept"})
     resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": "'latest' or a checkpoint folder"})
     eval_steps: Optional[int] = field(default=None, metadata={"help": "zero-shot validation every N steps (default: checkpointing_steps)"})
     logging_steps: int = field(default=10, metadata={"help": "log the loss every N steps"})
     push_to_hub: bool = field(default=False, metadata={"help": "push the final checkpoint to the Hub (main process)"})
     hub_model_id: Optional[str] = field(default=None, metadata={"help": "repository id for --push_to_hub"})
-    hub_private: bool = field(default=False, metadata={"help": "create the Hub repository as private"})
+    hub_private_repo: bool = field(default=False, metadata={"help": "create the Hub repository as private", "aliases": ["--hub_private"]})
 
 
 def load_corpus(name, config, data_dir, sampling_rate, cache_dir, extra):
@@ -137,6 +153,85 @@ def optimizer_groups(model, weight_decay):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def parse_arguments(argv=None):
+    """`(DataArguments, ModelArguments, TrainArguments)` from flags, or from a JSON file given first.
+
+    `pretrain.py config.json [--flag value ...]` reads the file (flat, as HF examples take it, or nested
+    `{"data", "model", "train"}` as this script writes training_args.json) and lets later flags override it.
+    """
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser((DataArguments, ModelArguments, TrainArguments))
+    if argv and argv[0].endswith(".json"):
+        path = Path(argv.pop(0))
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise PretrainingError(f"config file {path} not found") from None
+        except json.JSONDecodeError as error:
+            raise PretrainingError(f"config file {path} is not valid JSON: {error}") from None
+        if not isinstance(values, dict):
+            raise PretrainingError(f"config file {path} must hold a JSON object of argument names and values")
+        if set(values) and set(values) <= {"data", "model", "train"} and all(isinstance(v, dict) for v in values.values()):
+            values = {key: value for part in values.values() for key, value in part.items()}
+        values = {ALIASES.get(key, key): value for key, value in values.items()}
+        actions = {action.dest: action for action in parser._actions}
+        unknown = sorted(key for key in values if key not in actions or key == "help")
+        if unknown:
+            raise PretrainingError(f"config file {path}: unknown arguments {unknown}")
+        for key, value in values.items():  # the file's values become defaults that flags can override
+            actions[key].default = value
+            actions[key].required = False
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def resolve_mixed_precision(train_args) -> Optional[str]:
+    """The precision to pass to `Accelerator`: the flags' when given, else None (the launcher's choice)."""
+    chosen = {name for name, flag in (("bf16", train_args.bf16), ("fp16", train_args.fp16)) if flag}
+    if train_args.mixed_precision is not None:
+        if train_args.mixed_precision not in ("no", "bf16", "fp16"):
+            raise PretrainingError(f"--mixed_precision must be no, bf16 or fp16, got {train_args.mixed_precision!r}")
+        chosen.add(train_args.mixed_precision)
+    if len(chosen) > 1:
+        raise PretrainingError(f"conflicting precision flags: {sorted(chosen)} (--bf16/--fp16/--mixed_precision)")
+    # None lets Accelerator read ACCELERATE_MIXED_PRECISION, which `accelerate launch` sets from its
+    # --mixed_precision flag or `accelerate config`.
+    return chosen.pop() if chosen else None
+
+
+def trackers(report_to) -> Optional[list]:
+    """`--report_to` as accelerate's `log_with` (None for none), checked against what is installed."""
+    from accelerate.tracking import get_available_trackers
+
+    names = [name.strip() for item in report_to for name in str(item).split(",") if name.strip()]
+    if not names or names == ["none"]:
+        return None
+    if "none" in names and len(names) > 1:
+        raise PretrainingError(f"--report_to none cannot be combined with other trackers: {names}")
+    if names == ["all"]:
+        return ["all"]
+    bad = [name for name in names if name not in TRACKERS]
+    if bad:
+        raise PretrainingError(f"--report_to: unknown tracker(s) {bad}; choose from {list(TRACKERS)}, all or none")
+    available = {str(getattr(t, "value", t)) for t in get_available_trackers()}
+    missing = [name for name in names if name not in available]
+    if missing:
+        raise PretrainingError(f"--report_to {' '.join(missing)}: not installed (pip install {' '.join(missing)})")
+    return names
+
+
+def tracker_config(args_record: dict) -> dict:
+    """The run's arguments as flat scalars (TensorBoard's hparams take no lists or None)."""
+    flat = {}
+    for part, values in args_record.items():
+        for key, value in values.items():
+            if isinstance(value, (list, tuple)):
+                value = ",".join(map(str, value))
+            flat[f"{part}/{key}"] = "None" if value is None else value
+    return flat
+
+
 def main(argv=None):
     try:
         train(argv)
@@ -145,21 +240,26 @@ def main(argv=None):
 
 
 def train(argv=None):
-    parser = HfArgumentParser((DataArguments, ModelArguments, TrainArguments))
-    data_args, model_args, train_args = parser.parse_args_into_dataclasses(args=argv)
+    data_args, model_args, train_args = parse_arguments(argv)
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import ProjectConfiguration, set_seed
     from tqdm.auto import tqdm
-    from transformers import get_cosine_schedule_with_warmup
+    from transformers import get_scheduler
 
     resume = resolve_resume(train_args.output_dir, train_args.resume_from_checkpoint)
     check_output_dir(train_args, resume)
     if train_args.push_to_hub and not train_args.hub_model_id:
         raise PretrainingError("--push_to_hub needs --hub_model_id")
-    accelerator = Accelerator(mixed_precision=train_args.mixed_precision,
-                              gradient_accumulation_steps=train_args.gradient_accumulation_steps)
+    if train_args.lr_scheduler_type not in SCHEDULERS:
+        raise PretrainingError(f"--lr_scheduler_type must be one of {list(SCHEDULERS)}, got {train_args.lr_scheduler_type!r}")
+    log_with = trackers(train_args.report_to)
+    logging_dir = train_args.logging_dir or os.path.join(train_args.output_dir, "runs")
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(train_args),
+                              gradient_accumulation_steps=train_args.gradient_accumulation_steps, log_with=log_with,
+                              project_config=ProjectConfiguration(project_dir=train_args.output_dir, logging_dir=logging_dir))
     set_seed(train_args.seed)
     log = (lambda message: accelerator.print(f"[pretrain] {message}"))
+    log(f"mixed precision: {accelerator.mixed_precision}; trackers: {', '.join(log_with) if log_with else 'none'}")
 
     with accelerator.main_process_first():
         try:
@@ -188,6 +288,8 @@ def train(argv=None):
 
     set_seed(train_args.seed)
     model, processor = build_model(model_args, data_args, targets, query_texts)
+    if train_args.gradient_checkpointing:
+        model.activation_checkpointing_enable()  # transformers 5 name of gradient_checkpointing_enable
     # Every query text variant is embedded once; each step picks one variant per concept.
     flat = [text for options in query_texts for text in options]
     tokens = processor.tokenize_queries(flat)
@@ -209,8 +311,9 @@ def train(argv=None):
     steps_per_epoch = max(1, micro_per_epoch // train_args.gradient_accumulation_steps)
     total_steps = train_args.max_steps if train_args.max_steps > 0 else math.ceil(train_args.num_train_epochs * steps_per_epoch)
     # The prepared scheduler steps once per process per optimizer step: scale the schedule to match.
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(train_args.warmup_ratio * total_steps) * accelerator.num_processes,
-                                                total_steps * accelerator.num_processes)
+    scheduler = get_scheduler(train_args.lr_scheduler_type, optimizer,
+                              num_warmup_steps=int(train_args.warmup_ratio * total_steps) * accelerator.num_processes,
+                              num_training_steps=total_steps * accelerator.num_processes)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     unwrapped = accelerator.unwrap_model(model)
     flat_embeds = flat_embeds.to(accelerator.device)
@@ -235,6 +338,8 @@ def train(argv=None):
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     args_record = {"data": asdict(data_args), "model": asdict(model_args), "train": asdict(train_args)}
+    if log_with:
+        accelerator.init_trackers(train_args.run_name or "supreme_pretrain", config=tracker_config(args_record))
     eval_steps = train_args.eval_steps or train_args.checkpointing_steps
     best_dir = output_dir / "best_model"
     started = time.perf_counter()
@@ -252,6 +357,7 @@ def train(argv=None):
             log(f"step {state['global_step']}: no validation class has both positives and negatives; nothing to select on")
             return
         improved = state["best_metric"] is None or metric > state["best_metric"]
+        accelerator.log({"eval/val_macro_auroc": metric}, step=state["global_step"])
         log(f"step {state['global_step']}: zero-shot validation macro AUROC {metric:.4f}"
             f"{' (best so far)' if improved else ''}")
         if improved:
@@ -303,6 +409,8 @@ def train(argv=None):
                 loss = accelerator.gather(torch.tensor([running_loss / max(running_count, 1)], device=accelerator.device)).mean().item()
                 progress.set_postfix(loss=f"{loss:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
                 state["history"].append({"step": step, "loss": loss})
+                accelerator.log({"train/loss": loss, "train/learning_rate": scheduler.get_last_lr()[0],
+                                 "train/epoch": state["epoch"]}, step=step)
                 running_loss, running_count = 0.0, 0
             out_of_time = train_args.max_train_minutes is not None and \
                 (time.perf_counter() - started) / 60 >= train_args.max_train_minutes
@@ -324,7 +432,7 @@ def train(argv=None):
     # The final checkpoint: the best validated model when there was an evaluation corpus, else the last.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        results = {"steps": state["global_step"], "history": state["history"]}
+        results = {"steps": state["global_step"], "history": state["history"], "mixed_precision": accelerator.mixed_precision}
         if evaluator is not None and best_dir.is_dir():
             from modeling_supreme import SuPreMEModel
 
@@ -348,7 +456,7 @@ def train(argv=None):
         log(f"saved the {'best validated' if 'best' in results else 'last'} model to {output_dir} "
             f"({state['global_step']} steps)")
         if train_args.push_to_hub:
-            push_checkpoint_to_hub(output_dir, train_args.hub_model_id, train_args.hub_private)
+            push_checkpoint_to_hub(output_dir, train_args.hub_model_id, train_args.hub_private_repo)
             log(f"pushed {output_dir} to the Hub as {train_args.hub_model_id}")
     accelerator.wait_for_everyone()
     accelerator.end_training()

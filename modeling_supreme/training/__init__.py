@@ -29,6 +29,7 @@ _EXPORTS = {
     "save_pretrained_atomically": "checkpoints",
     "ZeroShotEvaluator": "selection",
     "model_card": "cards",
+    "build_model_card": "cards",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
