@@ -3,7 +3,7 @@ trained on 1%, 10% and 100% of the train split, regularisation chosen on validat
 
 Example::
 
-    python examples/linear_probe.py --model runs/supreme --dataset ptbxl --dataset_config super \\
+    python examples/linear_probe.py --model_name_or_path runs/supreme --dataset ptbxl --dataset_config super \\
         --data_dir ../shared/data/ptbxl --sampling_rate 100 --output_dir eval/ptbxl_super_probe
 
 The protocol is documented in :mod:`modeling_supreme.evaluation.linear_probe` and written into
@@ -20,7 +20,7 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from modeling_supreme.evaluation.cli import add_common_arguments, run_cli, set_num_threads  # noqa: E402
+from modeling_supreme.evaluation.cli import add_common_arguments, model_label, resolve_device, run_cli, set_num_threads  # noqa: E402
 from modeling_supreme.evaluation.linear_probe import DEFAULT_C_GRID, DEFAULT_FRACTIONS  # noqa: E402
 
 
@@ -51,7 +51,8 @@ def run(args) -> dict:
     if args.max_records is not None and args.max_records < 1:
         raise EvaluationError(f"--max_records must be at least 1, got {args.max_records}")
     set_num_threads(args.num_threads)
-    model, processor = load_checkpoint(args.model)
+    device = resolve_device(args.device)
+    model, processor = load_checkpoint(args.model_name_or_path, device=device)
     splits, class_names, class_source = load_evaluation_dataset(
         args.dataset, args.dataset_config, data_dir=args.data_dir, sampling_rate=args.sampling_rate,
         cache_dir=args.cache_dir, num_records=args.num_records, seed=args.seed,
@@ -81,7 +82,8 @@ def run(args) -> dict:
     results = {
         "run": {
             "title": f"Linear probe {dataset_label}",
-            "model": str(Path(args.model).resolve()),
+            "model": model_label(args.model_name_or_path),
+            "device": device,
             "dataset": dataset_label,
             "data_dir": args.data_dir,
             "sampling_rate": args.sampling_rate,

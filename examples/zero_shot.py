@@ -3,11 +3,11 @@ prompts, scored against every ECG of a split, and measured by AUROC.
 
 Examples::
 
-    python examples/zero_shot.py --model runs/supreme --dataset ptbxl --dataset_config super \\
+    python examples/zero_shot.py --model_name_or_path runs/supreme --dataset ptbxl --dataset_config super \\
         --data_dir ../shared/data/ptbxl --sampling_rate 100 --split test --output_dir eval/ptbxl_super
 
     # your own wording of the classes instead of the concept vocabulary's prompt bank
-    python examples/zero_shot.py --model runs/supreme --dataset synthetic --num_records 500 \\
+    python examples/zero_shot.py --model_name_or_path runs/supreme --dataset synthetic --num_records 500 \\
         --prompts my_prompts.json --output_dir eval/synthetic
 
 Classes: the corpus's own class list where its builder defines one (PTB-XL configs, CPSC2018,
@@ -30,7 +30,7 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from modeling_supreme.evaluation.cli import add_common_arguments, run_cli, set_num_threads  # noqa: E402
+from modeling_supreme.evaluation.cli import add_common_arguments, model_label, resolve_device, run_cli, set_num_threads  # noqa: E402
 
 SPLITS = ("train", "validation", "test")
 
@@ -62,7 +62,8 @@ def run(args) -> dict:
         raise EvaluationError(f"--prompts {args.prompts}: file not found")
     # The checkpoint is checked first: it is the cheapest input to get wrong and to verify.
     set_num_threads(args.num_threads)
-    model, processor = load_checkpoint(args.model)
+    device = resolve_device(args.device)
+    model, processor = load_checkpoint(args.model_name_or_path, device=device)
     splits, class_names, class_source = load_evaluation_dataset(
         args.dataset, args.dataset_config, data_dir=args.data_dir, sampling_rate=args.sampling_rate,
         cache_dir=args.cache_dir, num_records=args.num_records, seed=args.seed,
@@ -97,7 +98,8 @@ def run(args) -> dict:
     dataset_label = f"{args.dataset}/{args.dataset_config or 'default'}"
     report["run"] = {
         "title": f"Zero-shot {dataset_label}, split {args.split}",
-        "model": str(Path(args.model).resolve()),
+        "model": model_label(args.model_name_or_path),
+        "device": device,
         "dataset": dataset_label,
         "data_dir": args.data_dir,
         "sampling_rate": args.sampling_rate,

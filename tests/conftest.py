@@ -152,7 +152,9 @@ class HubStandIn(BaseHTTPRequestHandler):
 
     It answers ``POST /api/repos/create``, ``POST /api/validate-yaml``, ``POST .../preupload/<rev>``
     (every file "regular", so bodies come inline in the commit), ``POST .../commit/<rev>`` (NDJSON:
-    added files base64, deleted files) and ``GET .../tree/<rev>`` (the files committed so far). It
+    added files base64, deleted files) and ``GET .../tree/<rev>`` (the files committed so far); for
+    downloads (``snapshot_download``, ``from_pretrained`` of a Hub id) ``GET /api/models/<repo>/revision/<rev>``
+    and ``HEAD``/``GET /<repo>/resolve/<rev>/<path>`` serve the files committed so far. It
     does not exercise the large-file (LFS/Xet) transfer path. The class attributes hold the state;
     :func:`hub_stand_in` gives each test a fresh copy.
     """
@@ -179,7 +181,39 @@ class HubStandIn(BaseHTTPRequestHandler):
             cls = type(self)
             return self._reply([{"type": "file", "path": path, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
                                 for path, data in sorted(cls.received.items())])
+        if self.path.startswith("/api/models/"):  # repo_info, as snapshot_download asks it: the files held
+            repo = self.path.split("?")[0][len("/api/models/"):].split("/revision/")[0]
+            return self._reply({"id": repo, "sha": self.COMMIT, "private": False,
+                                "siblings": [{"rfilename": path} for path in sorted(type(self).received)]})
+        if "/resolve/" in self.path:
+            return self._serve_file(body=True)
         return self._reply({"error": f"unexpected GET {self.path}"}, status=404)
+
+    COMMIT = "1" * 40
+
+    def do_HEAD(self):
+        if "/resolve/" in self.path:
+            return self._serve_file(body=False)
+        self.send_response(404)
+        self.end_headers()
+
+    def _serve_file(self, body: bool):
+        """``/<repo>/resolve/<rev>/<path>``: a committed file, with the headers hf_hub_download checks."""
+        path = self.path.split("?")[0].split("/resolve/", 1)[1].split("/", 1)[1]
+        data = type(self).received.get(path)
+        if data is None:
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("X-Repo-Commit", self.COMMIT)
+        self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
 
     def do_POST(self):
         cls = type(self)

@@ -9,7 +9,10 @@ from .errors import EvaluationError
 
 def add_common_arguments(parser, outputs: str) -> None:
     """The corpus, model and run flags shared by `zero_shot.py` and `linear_probe.py`."""
-    parser.add_argument("--model", required=True, help="checkpoint folder (model + processor, from pretrain.py)")
+    parser.add_argument("--model_name_or_path", "--model", dest="model_name_or_path", required=True,
+                        help="checkpoint folder (model + processor, from pretrain.py) or a Hub model id")
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda, cuda:N or auto (default: the GPU when there is one, else the CPU)")
     parser.add_argument("--dataset", required=True, help="corpus: ptbxl, cpsc2018, csn, physionet2021, synthetic, ...")
     parser.add_argument("--dataset_config", default=None, help="corpus configuration, e.g. super/sub/form/rhythm for ptbxl")
     parser.add_argument("--data_dir", default=None, help="the corpus folder as downloaded (not for synthetic)")
@@ -26,6 +29,32 @@ def add_common_arguments(parser, outputs: str) -> None:
     parser.add_argument("--num_threads", type=int, default=None,
                         help="torch intra-op threads (default: torch's choice); 1 can be faster on a CPU shared with other jobs")
     parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+
+
+def resolve_device(name: str) -> str:
+    """`--device` as a torch device string: `auto` is cuda when a GPU is visible, else cpu."""
+    import torch
+
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return "cpu"
+    if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise EvaluationError(f"--device {name}: no CUDA GPU is visible to torch (use --device cpu or auto)")
+        if ":" in name and int(name[5:]) >= torch.cuda.device_count():
+            raise EvaluationError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+        return name
+    raise EvaluationError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}")
+
+
+def model_label(name_or_path: str) -> str:
+    """How metrics.json names the model: the absolute folder, or the Hub id as given."""
+    from pathlib import Path
+
+    path = Path(name_or_path)
+    return str(path.resolve()) if path.exists() else str(name_or_path)
 
 
 def set_num_threads(num_threads: Optional[int]) -> None:
@@ -51,4 +80,4 @@ def run_cli(parser, run, argv=None) -> int:
     return 0
 
 
-__all__ = ["add_common_arguments", "run_cli", "set_num_threads"]
+__all__ = ["add_common_arguments", "model_label", "resolve_device", "run_cli", "set_num_threads"]

@@ -16,20 +16,46 @@ def split_labels(dataset_split) -> List[List[str]]:
     return [list(labels or ()) for labels in dataset_split.with_format(None)["labels"]]
 
 
+def _looks_like_hub_id(name: str) -> bool:
+    # "owner/name" or "name": no path separators beyond the one slash, nothing a path would start with.
+    parts = str(name).split("/")
+    return 1 <= len(parts) <= 2 and all(parts) and not str(name).startswith((".", "~")) and "\\" not in str(name)
+
+
+def download_checkpoint(repo_id: str, revision: Optional[str] = None) -> Path:
+    """The files of a Hub checkpoint in the local HF cache (downloaded when missing), as a folder."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision))
+    except RepositoryNotFoundError:
+        raise EvaluationError(f"model {repo_id}: no such local folder, and no such model repository on the Hub "
+                              "(or it is private: log in with `hf auth login`)") from None
+    except LocalEntryNotFoundError:
+        raise EvaluationError(f"model {repo_id}: no such local folder, and the Hub id is not in the local cache while "
+                              "the Hub is unreachable or HF_HUB_OFFLINE=1 is set") from None
+    except HfHubHTTPError as error:
+        raise EvaluationError(f"model {repo_id}: downloading from the Hub failed ({error})") from None
+
+
 def load_checkpoint(model_path, device: Optional[str] = None):
-    """`(SuPreMEModel, ECGProcessor)` from a folder written by `save_pretrained`, in eval mode.
+    """`(SuPreMEModel, ECGProcessor)` from a folder written by `save_pretrained`, or a Hub model id, in eval mode.
 
     Checks, before loading weights, that the folder is a SuPreME checkpoint with its processor, so that
-    a wrong folder fails with a message instead of a stack of loader errors.
+    a wrong folder fails with a message instead of a stack of loader errors. A Hub id is downloaded to
+    the HF cache first (`huggingface_hub.snapshot_download`) and checked the same way.
     """
     import modeling_supreme  # noqa: F401  (registers the Auto classes)
     from modeling_supreme import ECGProcessor, SuPreMEModel
 
     path = Path(model_path)
+    if not path.is_dir() and _looks_like_hub_id(model_path) and not path.exists():
+        path = download_checkpoint(str(model_path))
     if not path.is_dir():
         raise EvaluationError(
             f"model {model_path}: not a folder. Pass the output folder of pretrain.py (or of "
-            f"SuPreMEModel.save_pretrained + ECGProcessor.save_pretrained)"
+            f"SuPreMEModel.save_pretrained + ECGProcessor.save_pretrained), or a Hub model id"
         )
     config_file = path / "config.json"
     if not config_file.is_file():
