@@ -16,6 +16,13 @@ vocabulary. The frozen text encoder embeds every query text once, before the fir
     # continue after an interruption, exactly where the last checkpoint left off
     accelerate launch examples/pretrain.py ... --resume_from_checkpoint latest
 
+    # the arguments from a JSON file (HF examples' flat form, or a run's training_args.json); flags override it
+    accelerate launch --mixed_precision bf16 examples/pretrain.py runs/ptbxl/training_args.json --output_dir runs/again
+
+Precision is the launcher's (`accelerate launch --mixed_precision`, `accelerate config`) unless
+`--mixed_precision`, `--bf16` or `--fp16` is given. `--report_to tensorboard|wandb|trackio|all|none` logs
+the loss, learning rate and validation AUROC through accelerate's trackers into OUTPUT_DIR/runs.
+
 The output directory receives a `from_pretrained` checkpoint (model, processor and the concept list),
 the training arguments, evaluation results and a model card; `checkpoints/` holds resumable states.
 Targets, the dataset, checkpoints, model selection and the model card come from
@@ -100,7 +107,7 @@ class TrainArguments:
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-steps per optimizer step"})
     learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on norms, biases, positions)"})
-    warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps with linear warm-up before the cosine decay"})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps with linear warm-up before the --lr_scheduler_type schedule"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     mixed_precision: Optional[str] = field(default=None, metadata={"help": "no, bf16 or fp16 (fp16 does nothing on CPU); default: the launcher's (accelerate launch --mixed_precision, accelerate config), else no"})
     bf16: bool = field(default=False, metadata={"help": "HF Trainer's name for --mixed_precision bf16"})

@@ -90,6 +90,10 @@ def test_a_dataset_is_scored_row_by_row_or_refused_with_what_to_pass(small_check
         single = clf({"signal": np.asarray(row["signal"]), "sampling_rate": row["sampling_rate"],
                       "lead_names": row["lead_names"]}, candidate_labels=LABELS)
         assert {r["label"]: r["score"] for r in result} == pytest.approx({r["label"]: r["score"] for r in single}, abs=1e-5)
+    streamed = list(clf(test.with_format(None).to_iterable_dataset(), candidate_labels=LABELS, batch_size=2))  # lazily
+    assert [[r["label"] for r in result] for result in streamed] == [[r["label"] for r in result] for result in rows]
+    for got, want in zip(streamed, rows):
+        assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want], abs=1e-5)
     with pytest.raises(ValueError, match=r"pass one split, e.g. pipe\(dataset\['test'\]"):
         clf(splits, candidate_labels=LABELS)
     with pytest.raises(ValueError, match=r"lacks \['lead_names'\]"):
