@@ -205,8 +205,10 @@ FINETUNE = textwrap.dedent(
     unwrapped = accelerator.unwrap_model(model)
     digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in unwrapped.ecg_encoder.parameters())).hexdigest()
     text_same = all(torch.equal(text_before[k], v) for k, v in unwrapped.text_encoder.state_dict().items())
-    print("RESULT " + json.dumps({"rank": accelerator.process_index, "processes": accelerator.num_processes,
-                                  "trainable": trainable, "losses": losses, "ecg_sha": digest, "text_same": text_same}))
+    # one file per process: two processes printing at once can interleave their lines
+    with open(f"{sys.argv[2]}/rank{accelerator.process_index}.json", "w") as handle:
+        json.dump({"rank": accelerator.process_index, "processes": accelerator.num_processes, "trainable": trainable,
+                   "losses": losses, "ecg_sha": digest, "text_same": text_same}, handle)
     """
 )
 
@@ -216,12 +218,12 @@ def test_two_process_fine_tuning_of_a_loaded_checkpoint(small_checkpoint, tmp_pa
     folder, built_trainable, _ = small_checkpoint
     script = tmp_path / "finetune.py"
     script.write_text(FINETUNE)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541", str(script),
-               str(folder)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+               str(folder), str(tmp_path)]
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     run = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
-    results = [json.loads(line.split("RESULT ", 1)[1]) for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+    results = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("rank*.json"))]
     assert sorted(r["rank"] for r in results) == [0, 1] and {r["processes"] for r in results} == {2}
     for result in results:
         assert result["trainable"] == built_trainable and result["text_same"]
