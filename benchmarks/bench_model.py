@@ -104,11 +104,21 @@ def main():
         model = SuPreMEModel(config).eval()
         processor = ECGProcessor.from_config(config)
         source = "new tiny model (random ECG side)"
+    records = load_records(Path(args.data_dir), args.records)
+    if not args.model:
+        # An untrained logit head gives every score about 0.5, which would hide score differences
+        # between fp32, bf16 and int8: spread the scores as the tests' tiny checkpoint does (head x20,
+        # bias centred on these records), so that the largest difference means something.
+        batch = processor(ecg=records[: args.batch_size], text=LABELS, return_tensors="pt")
+        with torch.no_grad():
+            model.logit_head.weight.mul_(20.0)
+            model.logit_head.bias.sub_(model(**batch).logits.mean())
+        model.clear_query_cache()
+        source += ", logit head spread x20 and centred"
     print(f"model: {source}; ECG encoder {model.config.ecg_encoder_type}/{model.config.ecg_preset}, "
           f"{sum(p.numel() for p in model.ecg_encoder.parameters()) / 1e6:.2f}M parameters; input "
           f"{len(model.config.lead_names)} x {model.config.num_samples} at {model.config.sampling_rate} Hz")
 
-    records = load_records(Path(args.data_dir), args.records)
     batch = processor(ecg=records[: args.batch_size], return_tensors="pt")
     queries = processor.tokenize_queries(LABELS)
     query_embeds = model.get_query_embeddings(queries["query_input_ids"], queries["query_attention_mask"])
