@@ -88,8 +88,12 @@ def main():
     parser.add_argument("--pipeline_repeats", type=int, default=3)
     parser.add_argument("--num_workers", type=int, default=1, help="the pipeline's DataLoader workers")
     parser.add_argument("--data_dir", default=os.environ.get("SUPREME_SHARED_DATA", "../shared/data"))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice; on a CPU shared with other jobs 1 can be faster)")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU bf16 autocast")
     peak32 = matmul_peak(torch.float32)

@@ -93,3 +93,18 @@ def test_bad_quantization_is_refused(tiny_checkpoint):
     with pytest.raises(ValueError, match="quantization must be one of"):
         classifier([[0.0] * 5000] * 12, sampling_rate=500, lead_names=["I"] * 12, candidate_labels=LABELS,
                    quantization="int4")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_check.sh runs it there)")
+def test_cuda_pipeline_scores_match_cpu(tiny_checkpoint, generated_records):
+    paths = [str(path) for path in generated_records["hr"]]
+    cpu = pipeline("zero-shot-ecg-classification", model=str(tiny_checkpoint))
+    cuda = pipeline("zero-shot-ecg-classification", model=str(tiny_checkpoint), device="cuda")
+    expected = cpu(paths, candidate_labels=LABELS, batch_size=4)
+    for extra in ({}, {"autocast_dtype": "bfloat16"}):
+        got = cuda(paths, candidate_labels=LABELS, batch_size=4, **extra)
+        gaps = [abs({r["label"]: r["score"] for r in a}[label] - {r["label"]: r["score"] for r in b}[label])
+                for a, b in zip(expected, got) for label in LABELS]
+        assert max(gaps) < (1e-3 if not extra else 0.02), (extra, max(gaps))
+    with pytest.raises(ValueError, match="CPU only"):
+        cuda(paths[:1], candidate_labels=LABELS, quantization="int8")
