@@ -17,7 +17,6 @@ import argparse
 import os
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -30,8 +29,7 @@ from processing.ecg.wfdb_reader import read_wfdb_record
 from modeling_supreme import ECGProcessor, SuPreMEConfig, SuPreMEModel
 from modeling_supreme.pipeline_supreme import quantize_for_cpu
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from merl_reference_vit import ReferenceViT1d  # noqa: E402
+from merl_reference_vit import ReferenceViT1d  # benchmarks/ is sys.path[0] when this script runs
 
 LABELS = ["atrial fibrillation", "sinus rhythm", "left bundle branch block", "ST elevation", "low QRS voltage"]
 

@@ -42,7 +42,6 @@ from multiprocessing import Process, Queue
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 FULL_SCALE = 800_000
 

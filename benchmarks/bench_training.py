@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
-import torch  # noqa: E402
+import torch
 
 
 def _sync(device: torch.device) -> None:
