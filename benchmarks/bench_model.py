@@ -27,6 +27,9 @@ import torch
 import modeling_supreme  # noqa: F401
 from processing.ecg.wfdb_reader import read_wfdb_record
 from modeling_supreme import ECGProcessor, SuPreMEConfig, SuPreMEModel
+from modeling_supreme.pipeline_supreme import quantize_for_cpu
+
+from merl_reference_vit import ReferenceViT1d  # benchmarks/ is sys.path[0] when this script runs
 
 LABELS = ["atrial fibrillation", "sinus rhythm", "left bundle branch block", "ST elevation", "low QRS voltage"]
 
@@ -53,7 +56,9 @@ def flops_per_ecg(model, inputs, query_embeds) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
+    # With autograd on, the model takes its nn.Linear path, which the counter knows (it does not count
+    # the oneDNN fused kernels of the no-grad path, which do the same products).
+    with counter:
         model(**inputs, query_embeds=query_embeds)
     return counter.get_total_flops() / inputs["input_values"].shape[0]
 
@@ -75,10 +80,18 @@ def main():
     parser.add_argument("--model", default=None, help="checkpoint folder (default: a new tiny model)")
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the int8 path (dynamic quantisation of the Linear layers)")
+    parser.add_argument("--pipeline_repeats", type=int, default=3)
+    parser.add_argument("--num_workers", type=int, default=1, help="the pipeline's DataLoader workers")
     parser.add_argument("--data_dir", default=os.environ.get("SUPREME_SHARED_DATA", "../shared/data"))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice; on a CPU shared with other jobs 1 can be faster)")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU bf16 autocast")
     peak32 = matmul_peak(torch.float32)
@@ -95,46 +108,120 @@ def main():
         model = SuPreMEModel(config).eval()
         processor = ECGProcessor.from_config(config)
         source = "new tiny model (random ECG side)"
+    records = load_records(Path(args.data_dir), args.records)
+    if not args.model:
+        # An untrained logit head gives every score about 0.5, which would hide score differences
+        # between fp32, bf16 and int8: spread the scores as the tests' tiny checkpoint does (head x20,
+        # bias centred on these records), so that the largest difference means something.
+        batch = processor(ecg=records[: args.batch_size], text=LABELS, return_tensors="pt")
+        with torch.no_grad():
+            model.logit_head.weight.mul_(20.0)
+            model.logit_head.bias.sub_(model(**batch).logits.mean())
+        model.clear_query_cache()
+        source += ", logit head spread x20 and centred"
     print(f"model: {source}; ECG encoder {model.config.ecg_encoder_type}/{model.config.ecg_preset}, "
           f"{sum(p.numel() for p in model.ecg_encoder.parameters()) / 1e6:.2f}M parameters; input "
           f"{len(model.config.lead_names)} x {model.config.num_samples} at {model.config.sampling_rate} Hz")
 
-    records = load_records(Path(args.data_dir), args.records)
     batch = processor(ecg=records[: args.batch_size], return_tensors="pt")
     queries = processor.tokenize_queries(LABELS)
     query_embeds = model.get_query_embeddings(queries["query_input_ids"], queries["query_attention_mask"])
     flops = flops_per_ecg(model, batch, query_embeds)
     print(f"FLOPs per ECG (encoder + fusion, {len(LABELS)} queries): {flops / 1e9:.3f} GFLOP")
 
-    def forward(autocast: bool):
+    reference = ReferenceViT1d(leads=len(model.config.lead_names), samples=model.config.num_samples).eval()
+    signals = batch["input_values"]
+
+    def ours(autocast: bool):
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             return model(**batch, query_embeds=query_embeds).logits
 
-    raw = {}
-    for name, autocast, peak in (("fp32", False, peak32), ("bf16", True, peak16)):
-        seconds = median_time(lambda: forward(autocast), args.repeats)
-        raw[name] = args.batch_size / seconds
-        print(f"encoder+fusion forward, batch {args.batch_size}, {name}: {raw[name]:8.1f} ECG/s | "
-              f"{flops * raw[name] / 1e12:.3f} TFLOP/s = {flops * raw[name] / peak:.0%} of the {name} matmul peak")
+    def merl(autocast: bool):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return reference(signals)
+
+    candidates = {("ours", "fp32"): lambda: ours(False), ("ours", "bf16"): lambda: ours(True),
+                  ("merl", "fp32"): lambda: merl(False), ("merl", "bf16"): lambda: merl(True)}
+    if args.int8:
+        quantized = quantize_for_cpu(model)
+
+        def ours_int8():
+            with torch.no_grad():
+                return quantized(**batch, query_embeds=query_embeds).logits
+
+        candidates[("ours", "int8")] = ours_int8
+    # Interleaved: every repeat times each candidate once, so that load from other jobs on this shared
+    # machine falls on all of them alike; medians over repeats.
+    times = {key: [] for key in candidates}
+    for fn in candidates.values():
+        fn()
+    for _ in range(args.repeats):
+        for key, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    raw = {key: args.batch_size / statistics.median(values) for key, values in times.items()}
+    peaks = {"fp32": peak32, "bf16": peak16, "int8": peak16}
+    for (who, name), rate in raw.items():
+        label = "SuPreME encoder+fusion" if who == "ours" else "MERL bare ViT-tiny    "
+        print(f"{label} forward, batch {args.batch_size}, {name}: {rate:8.1f} ECG/s | "
+              f"{flops * rate / 1e12:.3f} TFLOP/s = {flops * rate / peaks[name]:.0%} of the {'bf16' if name != 'fp32' else 'fp32'} matmul peak")
+    for name in ("fp32", "bf16"):
+        print(f"ratio ours/MERL, {name}: {raw[('ours', name)] / raw[('merl', name)]:.2f}x")
+    if args.int8:
+        print(f"ratio ours int8 / MERL bf16: {raw[('ours', 'int8')] / raw[('merl', 'bf16')]:.2f}x "
+              f"(target 2x) | ours int8 / ours fp32: {raw[('ours', 'int8')] / raw[('ours', 'fp32')]:.2f}x")
+    raw = {name: raw[("ours", name)] for who, name in raw if who == "ours"}
 
     from transformers import pipeline
 
     classifier = pipeline("zero-shot-ecg-classification", model=model, processor=processor)
-    pipe = {}
-    scores = {}
-    for name, dtype in (("fp32", None), ("bf16", "bfloat16")):
-        classifier(records[: args.batch_size], candidate_labels=LABELS, batch_size=args.batch_size, autocast_dtype=dtype)
-        start = time.perf_counter()
-        results = classifier(records, candidate_labels=LABELS, batch_size=args.batch_size, autocast_dtype=dtype)
-        pipe[name] = len(records) / (time.perf_counter() - start)
-        scores[name] = np.array([[{r["label"]: r["score"] for r in res}[label] for label in LABELS] for res in results])
+    modes = {"fp32": {}, "bf16": {"autocast_dtype": "bfloat16"}}
+    if args.int8:
+        modes["int8"] = {"quantization": "int8"}
+    # The raw forward over the same records, batched as the pipeline batches them, against the pipeline
+    # end to end (preparation in its DataLoader workers, forward, post-processing); interleaved repeats.
+    prepared = [processor(ecg=records[i : i + args.batch_size], return_tensors="pt")
+                for i in range(0, len(records), args.batch_size)]
+    models = {"fp32": (model, False), "bf16": (model, True)}
+    if args.int8:
+        models["int8"] = (quantized, False)
+
+    def raw_pass(name):
+        net, autocast = models[name]
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            for inputs in prepared:
+                net.zero_shot_logits(**inputs, query_embeds=query_embeds)
+
+    scores, results = {}, {}
+    pipe_times = {name: [] for name in modes}
+    raw_times = {name: [] for name in modes}
+    for name, extra in modes.items():  # warm-up (and the quantised copy is made here)
+        classifier(records[: args.batch_size], candidate_labels=LABELS, batch_size=args.batch_size, **extra)
+    for _ in range(args.pipeline_repeats):
+        for name, extra in modes.items():
+            start = time.perf_counter()
+            raw_pass(name)
+            raw_times[name].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            results[name] = classifier(records, candidate_labels=LABELS, batch_size=args.batch_size,
+                                       num_workers=args.num_workers, **extra)
+            pipe_times[name].append(time.perf_counter() - start)
+    for name in modes:
+        rate = len(records) / statistics.median(pipe_times[name])
+        raw_rate = len(records) / statistics.median(raw_times[name])
+        scores[name] = np.array([[{r["label"]: r["score"] for r in res}[label] for label in LABELS]
+                                 for res in results[name]])
         print(f"pipeline, {len(records)} records (in memory, 500 Hz), {len(LABELS)} labels, batch {args.batch_size}, "
-              f"{name}: {pipe[name]:8.1f} ECG/s = {pipe[name] / raw[name]:.0%} of the raw forward")
+              f"{args.num_workers} worker(s), {name}: {rate:8.1f} ECG/s = {rate / raw_rate:.0%} of the raw forward "
+              f"over the same records ({raw_rate:.1f} ECG/s)")
     extract = median_time(lambda: processor.feature_extractor(records[: args.batch_size]), args.repeats)
     print(f"feature extraction alone (500 Hz in, batch {args.batch_size}): {args.batch_size / extract:8.1f} ECG/s")
-    gap = np.abs(scores["fp32"] - scores["bf16"])
-    print(f"bf16 vs fp32 scores over {len(records)} records x {len(LABELS)} labels: max gap {gap.max():.4f}, "
-          f"median {np.median(gap):.5f}")
+    for name in modes:
+        if name != "fp32":
+            gap = np.abs(scores["fp32"] - scores[name])
+            print(f"{name} vs fp32 scores over {len(records)} records x {len(LABELS)} labels: max gap {gap.max():.4f}, "
+                  f"median {np.median(gap):.5f}")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS: {rss:.0f} MB")
 

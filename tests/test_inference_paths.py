@@ -1,0 +1,110 @@
+"""The fast inference paths (fused QKV/KV products, oneDNN fused linear + GELU, absorbed cross-attention,
+int8) give the results of the plain computation, keep checkpoint keys, and the int8 pipeline scores stay
+within 0.06 of float32 on real records (the 0.01 target is not met on the test checkpoint)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import pipeline
+
+import modeling_supreme  # noqa: F401  (registers the task)
+from modeling_supreme import SuPreMEConfig, SuPreMEModel
+from modeling_supreme.modeling_supreme import SuPreMEAttention, SuPreMEMLP
+
+LABELS = ["atrial fibrillation", "sinus rhythm", "left bundle branch block", "ST elevation", "low QRS voltage"]
+
+
+def plain_attention(module: SuPreMEAttention, x, context=None, key_mask=None):
+    """Separate Q, K and V projections and softmax attention, written out."""
+    context = x if context is None else context
+    heads = lambda t: t.unflatten(-1, (module.num_heads, module.head_dim)).transpose(1, 2)  # noqa: E731
+    q, k, v = heads(module.q_proj(x)), heads(module.k_proj(context)), heads(module.v_proj(context))
+    scores = q @ k.transpose(-1, -2) / module.head_dim**0.5
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+    return module.o_proj((scores.softmax(-1) @ v).transpose(1, 2).flatten(2))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("queries", [5, 100])  # 5: absorbed cross-attention; 100: projected K and V
+def test_cross_attention_paths_match_the_plain_computation(masked, queries):
+    torch.manual_seed(0)
+    module = SuPreMEAttention(256, 4, 0.1).eval()
+    x, memory = torch.randn(3, queries, 256), torch.randn(3, 100, 256)
+    key_mask = None
+    if masked:
+        key_mask = torch.ones(3, 100, dtype=torch.bool)
+        key_mask[1, 60:] = False
+    with torch.no_grad():
+        torch.testing.assert_close(module(x, memory, key_mask), plain_attention(module, x, memory, key_mask),
+                                   rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_self_attention_and_mlp_match_the_plain_computation(grad):
+    torch.manual_seed(0)
+    attention, mlp = SuPreMEAttention(192, 3, 0.1).eval(), SuPreMEMLP(192, 768, 0.1).eval()
+    x = torch.randn(4, 100, 192)
+    with torch.set_grad_enabled(grad):
+        torch.testing.assert_close(attention(x), plain_attention(attention, x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mlp(x), mlp.fc2(F.gelu(mlp.fc1(x))), rtol=1e-5, atol=1e-5)
+
+
+def test_model_inference_path_matches_the_autograd_path_and_keeps_checkpoint_keys():
+    torch.manual_seed(0)
+    model = SuPreMEModel(SuPreMEConfig(ecg_num_layers=2)).eval()
+    keys = set(model.state_dict())
+    assert {"ecg_encoder.layers.0.attention.q_proj.weight", "ecg_encoder.layers.0.attention.k_proj.weight",
+            "ecg_encoder.layers.0.attention.v_proj.weight", "fusion_layers.0.cross_attention.k_proj.bias"} <= keys
+    x, queries = torch.randn(3, 12, 5000), torch.randn(5, 384)
+    attention_mask = torch.ones(3, 5000, dtype=torch.bool)
+    attention_mask[2, 3000:] = False
+    with torch.no_grad():  # oneDNN fused linear layers, absorbed cross-attention
+        fast = model(x, attention_mask=attention_mask, query_embeds=queries).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast_bf16 = model(x, attention_mask=attention_mask, query_embeds=queries).logits
+    reference = model(x, attention_mask=attention_mask, query_embeds=queries).logits.detach()  # autograd: nn.Linear
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    assert (fast_bf16.sigmoid() - reference.sigmoid()).abs().max() < 0.01
+
+
+def test_int8_pipeline_scores_stay_close_to_fp32_on_real_records(tiny_checkpoint, ptbxl_dir):
+    classifier = pipeline("zero-shot-ecg-classification", model=str(tiny_checkpoint))
+    paths = [str(path.with_suffix("")) for path in sorted((ptbxl_dir / "records500").glob("*/*_hr.hea"))[:48]]
+    fp32 = classifier(paths, candidate_labels=LABELS, batch_size=16)
+    int8 = classifier(paths, candidate_labels=LABELS, batch_size=16, quantization="int8")
+    gaps = [abs({r["label"]: r["score"] for r in a}[label] - {r["label"]: r["score"] for r in b}[label])
+            for a, b in zip(fp32, int8) for label in LABELS]
+    spread = max(r["score"] for res in fp32 for r in res) - min(r["score"] for res in fp32 for r in res)
+    assert spread > 0.2, spread  # the scores move, so a gap could show
+    # The issue asks for 0.01; on this untrained checkpoint (logit head x20) int8 reaches about 0.05,
+    # reported as not met. The bound guards against a regression beyond that.
+    assert max(gaps) < 0.06, max(gaps)
+    assert max(gaps) > 0  # the int8 path really ran
+    # the int8 copy is made once per pipeline and leaves the float model untouched
+    assert isinstance(classifier.model.ecg_encoder.layers[0].mlp.fc1, torch.nn.Linear)
+    quantized = classifier._quantized[1]
+    classifier(paths[:2], candidate_labels=LABELS, quantization="int8")
+    assert classifier._quantized[1] is quantized
+
+
+def test_bad_quantization_is_refused(tiny_checkpoint):
+    classifier = pipeline("zero-shot-ecg-classification", model=str(tiny_checkpoint))
+    with pytest.raises(ValueError, match="quantization must be one of"):
+        classifier([[0.0] * 5000] * 12, sampling_rate=500, lead_names=["I"] * 12, candidate_labels=LABELS,
+                   quantization="int4")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_check.sh runs it there)")
+def test_cuda_pipeline_scores_match_cpu(tiny_checkpoint, generated_records):
+    paths = [str(path) for path in generated_records["hr"]]
+    cpu = pipeline("zero-shot-ecg-classification", model=str(tiny_checkpoint))
+    cuda = pipeline("zero-shot-ecg-classification", model=str(tiny_checkpoint), device="cuda")
+    expected = cpu(paths, candidate_labels=LABELS, batch_size=4)
+    for extra in ({}, {"autocast_dtype": "bfloat16"}):
+        got = cuda(paths, candidate_labels=LABELS, batch_size=4, **extra)
+        gaps = [abs({r["label"]: r["score"] for r in a}[label] - {r["label"]: r["score"] for r in b}[label])
+                for a, b in zip(expected, got) for label in LABELS]
+        assert max(gaps) < (1e-3 if not extra else 0.02), (extra, max(gaps))
+    with pytest.raises(ValueError, match="CPU only"):
+        cuda(paths[:1], candidate_labels=LABELS, quantization="int8")
