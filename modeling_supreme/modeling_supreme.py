@@ -63,12 +63,17 @@ def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
+# A private torch op: checked once, so a torch build without it (or a later release that drops it) falls
+# back to `F.linear` instead of failing in a checkpoint's remote code.
+_HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
 def _onednn_dtype(x: torch.Tensor) -> torch.dtype | None:
     """The dtype in which oneDNN's fused linear kernels may replace `nn.Linear` here, or None.
 
     Only for CPU inference (no autograd) in float32 or bfloat16 (given, or chosen by CPU autocast).
     """
-    if x.device.type != "cpu" or torch.is_grad_enabled() or not torch.backends.mkldnn.is_available():
+    if x.device.type != "cpu" or torch.is_grad_enabled() or not _HAS_ONEDNN_LINEAR:
         return None
     if torch.is_autocast_enabled("cpu"):
         return torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
