@@ -158,7 +158,9 @@ class SuPreMEAttention(nn.Module):
         if (
             context is not None
             and isinstance(self.k_proj, nn.Linear)
-            and not (self.training and self.dropout > 0)
+            # Inference only: this form never uses k_proj.bias (it cancels in the softmax), so under autograd
+            # that parameter would get no gradient at all and DDP would stop on an unused parameter.
+            and not torch.is_grad_enabled()
             and hidden_states.shape[1] * self.num_heads < context.shape[-1]
         ):
             return self._absorbed_cross_attention(hidden_states, context, key_mask)
