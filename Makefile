@@ -7,7 +7,7 @@ STAMP := $(VENV)/.supreme-installed
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install test test-fast demo app bench real-data-check clean
+.PHONY: install test test-fast demo app bench real-data-check zero-shot-study clean
 
 install: $(STAMP)
 
@@ -45,6 +45,11 @@ bench: $(STAMP)
 # macro AUROC on folds 9-10 (super classes). Skips with a message when the folder is absent.
 real-data-check: $(STAMP)
 	$(PY) examples/ptbxl_real_data_check.py --train_minutes $(or $(TRAIN_MINUTES),3)
+
+# The zero-shot study on ../shared/data/ptbxl (learning curve, seeds, encoders, supervised reference,
+# calibration, unseen concepts); QUICK=1 for the short version.
+zero-shot-study: $(STAMP)
+	$(PY) benchmarks/zero_shot_study.py $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) *.egg-info

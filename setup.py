@@ -11,7 +11,7 @@ setup(
     # Three layers: processing (bottom) <- datasets_scripts, modeling_supreme (model, evaluation, training).
     packages=find_packages(include=["processing", "processing.*", "datasets_scripts", "datasets_scripts.*",
                                     "modeling_supreme", "modeling_supreme.*"]),
-    package_data={"processing.concepts": ["*.json"], "modeling_supreme.evaluation": ["*.json"]},
+    package_data={"processing.concepts": ["*.json"], "modeling_supreme.evaluation": ["*.json"], "modeling_supreme.training": ["*.md"]},
     # Ranges admit the versions in constraints.txt (the tested set). Install torch==2.13.0 (or your
     # CUDA build) before this package so that pip does not resolve a different torch build.
     install_requires=[

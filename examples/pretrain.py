@@ -1,9 +1,14 @@
 """Supervised multimodal pre-training of SuPreME on ECGs and the clinical concepts of their reports.
 
 Targets are the concepts of an entities file (from examples/extract_entities.py): present is
-positive, absent or not mentioned is negative, uncertain is configurable. The concepts seen at least
---min_concept_count times form the training vocabulary; their query texts come from the concept
-vocabulary. The frozen text encoder embeds every query text once, before the first step.
+positive, absent is negative, not mentioned is negative (--not_mentioned ignore masks it), uncertain
+is positive by default; with --target_ancestors (default) a concept also marks its is-a ancestors.
+The concepts seen at least --min_concept_count times form the training vocabulary; their query texts
+come from the concept vocabulary. The frozen text encoder embeds every query text once, before the
+first step. Depth, learning rate, warm-up, weight decay, epochs, batch size and early-stopping
+patience left unset come from modeling_supreme.training.default_recipe for the corpus size; with an
+evaluation corpus the best validated model is kept, training stops early when validation stops
+improving, and a zero-shot logit scale/bias fitted on validation is stored in the checkpoint.
 
     accelerate launch examples/pretrain.py --dataset ptbxl --dataset_config reports \\
         --data_dir /data/ptb-xl --sampling_rate 500 --entities ptbxl_entities.jsonl \\
@@ -45,9 +50,9 @@ from transformers import HfArgumentParser
 from datasets_scripts import parse_corpus_args
 from processing.ecg.data_collator import ECGDataCollator
 from modeling_supreme.training import (
-    STATE_FILE, EpochSampler, PretrainingDataset, PretrainingError, ZeroShotEvaluator, build_targets, check_output_dir,
+    STATE_FILE, EarlyStopping, EpochSampler, PretrainingDataset, PretrainingError, ZeroShotEvaluator, build_targets, check_output_dir,
     concept_query_texts, load_entities, model_card, push_checkpoint_to_hub, record_ids,
-    resolve_resume, save_checkpoint, save_pretrained_atomically,
+    resolve_resume, save_checkpoint, save_pretrained_atomically, default_recipe,
 )
 
 
@@ -70,7 +75,10 @@ class DataArguments:
     dataset_arg: list[str] = field(default_factory=list, metadata={"help": "extra corpus argument KEY=VALUE (e.g. num_records=2000)", "nargs": "*"})
     cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache folder"})
     min_concept_count: int = field(default=10, metadata={"help": "keep concepts present in at least this many training records"})
-    uncertain: str = field(default="ignore", metadata={"help": "uncertain mentions: ignore (masked out of the loss), positive or negative"})
+    uncertain: str = field(default="positive", metadata={"help": "uncertain mentions: positive, ignore (masked out of the loss) or negative"})
+    not_mentioned: str = field(default="negative", metadata={"help": "concepts a report does not mention: negative or ignore (masked; measured much worse)"})
+    target_ancestors: bool = field(default=True, metadata={"help": "a present concept also marks its is-a ancestors (processing/concepts/concept_ancestors.json)"})
+    withhold_concepts: list[str] = field(default_factory=list, metadata={"help": "concepts kept out of the targets (to test them as unseen)", "nargs": "*"})
     allow_unknown_entity_records: bool = field(default=False, metadata={"help": "accept entity lines for records the corpus lacks (e.g. records skipped as unreadable)"})
     max_train_records: Optional[int] = field(default=None, metadata={"help": "use only the first N training records (quick trials)"})
     eval_dataset: Optional[str] = field(default=None, metadata={"help": "corpus for zero-shot model selection (its validation split)"})
@@ -86,7 +94,8 @@ class DataArguments:
 class ModelArguments:
     model_preset: str = field(default="tiny", metadata={"help": "ECG encoder size: tiny, small or base"})
     ecg_encoder_type: str = field(default="vit", metadata={"help": "vit or resnet1d"})
-    ecg_num_layers: Optional[int] = field(default=None, metadata={"help": "override the preset's depth"})
+    ecg_num_layers: Optional[int] = field(default=None, metadata={"help": "override the depth (default: ViT by corpus size, see modeling_supreme.training.recipe; ResNet: preset)"})
+    ecg_patch_embedding: str = field(default="conv", metadata={"help": "ViT patch embedding: conv (convolutional stem) or linear"})
     text_encoder: str = field(default="sentence-transformers/all-MiniLM-L6-v2", metadata={"help": "HF id or folder of the text encoder"})
     duration: float = field(default=10.0, metadata={"help": "seconds of ECG the model sees"})
     fusion_num_layers: int = field(default=2, metadata={"help": "Cardiac Fusion Network depth"})
@@ -99,15 +108,17 @@ class ModelArguments:
 class TrainArguments:
     output_dir: str = field(metadata={"help": "where the checkpoint, model card and resumable states go"})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "allow a non-empty output_dir without resuming"})
-    num_train_epochs: float = field(default=10.0, metadata={"help": "epochs (ignored when max_steps > 0)"})
+    num_train_epochs: Optional[float] = field(default=None, metadata={"help": "epochs (ignored when max_steps > 0; default by corpus size)"})
     max_steps: int = field(default=-1, metadata={"help": "optimizer steps; > 0 overrides num_train_epochs"})
     max_train_minutes: Optional[float] = field(default=None, metadata={"help": "stop after this much training time (the schedule still follows max_steps/epochs)"})
-    per_device_train_batch_size: int = field(default=64, metadata={"help": "ECGs per process and micro-step"})
+    per_device_train_batch_size: Optional[int] = field(default=None, metadata={"help": "ECGs per process and micro-step (default by corpus size)"})
     per_device_eval_batch_size: int = field(default=128, metadata={"help": "ECGs per evaluation batch"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "micro-steps per optimizer step"})
-    learning_rate: float = field(default=5e-4, metadata={"help": "peak learning rate (AdamW)"})
-    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay (not on norms, biases, positions)"})
-    warmup_ratio: float = field(default=0.05, metadata={"help": "share of steps with linear warm-up before the --lr_scheduler_type schedule"})
+    learning_rate: Optional[float] = field(default=None, metadata={"help": "peak learning rate (AdamW; default by corpus size)"})
+    weight_decay: Optional[float] = field(default=None, metadata={"help": "AdamW weight decay (not on norms, biases, positions; default by corpus size)"})
+    warmup_ratio: Optional[float] = field(default=None, metadata={"help": "share of steps with linear warm-up before the --lr_scheduler_type schedule (default by corpus size)"})
+    early_stopping_patience: Optional[int] = field(default=None, metadata={"help": "stop after N validations without improvement (default by corpus size; 0: never)"})
+    calibrate_scores: bool = field(default=True, metadata={"help": "fit a zero-shot logit scale/bias on the evaluation validation split and store it in the checkpoint"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     mixed_precision: Optional[str] = field(default=None, metadata={"help": "no, bf16 or fp16 (fp16 does nothing on CPU); default: the launcher's (accelerate launch --mixed_precision, accelerate config), else no"})
     bf16: bool = field(default=False, metadata={"help": "HF Trainer's name for --mixed_precision bf16"})
@@ -121,7 +132,7 @@ class TrainArguments:
     checkpointing_steps: int = field(default=500, metadata={"help": "save a resumable state every N optimizer steps", "aliases": ["--save_steps"]})
     save_total_limit: int = field(default=2, metadata={"help": "resumable states kept"})
     resume_from_checkpoint: Optional[str] = field(default=None, metadata={"help": "'latest' or a checkpoint folder"})
-    eval_steps: Optional[int] = field(default=None, metadata={"help": "zero-shot validation every N steps (default: checkpointing_steps)"})
+    eval_steps: Optional[int] = field(default=None, metadata={"help": "zero-shot validation every N steps (default: once an epoch, at most checkpointing_steps)"})
     logging_steps: int = field(default=10, metadata={"help": "log the loss every N steps"})
     push_to_hub: bool = field(default=False, metadata={"help": "push the final checkpoint to the Hub (main process)"})
     hub_model_id: Optional[str] = field(default=None, metadata={"help": "repository id for --push_to_hub"})
@@ -143,12 +154,26 @@ def build_model(model_args, data_args, targets, query_texts):
     rate = data_args.sampling_rate or 500
     config = SuPreMEConfig(
         sampling_rate=rate, num_samples=int(round(model_args.duration * rate)), ecg_encoder_type=model_args.ecg_encoder_type,
-        ecg_preset=model_args.model_preset, ecg_num_layers=model_args.ecg_num_layers,
+        ecg_preset=model_args.model_preset, ecg_num_layers=model_args.ecg_num_layers, ecg_patch_embedding=model_args.ecg_patch_embedding,
         text_encoder_name_or_path=model_args.text_encoder, fusion_num_layers=model_args.fusion_num_layers,
         loss_type=model_args.loss_type, concept_names=list(targets.concepts),
         concept_query_texts=[options[0] for options in query_texts],
     )
     return SuPreMEModel(config), ECGProcessor.from_config(config)
+
+
+def apply_recipe(recipe, model_args, train_args, log):
+    """Fill the flags left unset from the corpus-size recipe (modeling_supreme.training.recipe)."""
+    filled = {}
+    if model_args.ecg_num_layers is None and model_args.ecg_encoder_type == "vit":
+        model_args.ecg_num_layers = filled["ecg_num_layers"] = recipe.ecg_num_layers
+    for name in ("learning_rate", "weight_decay", "warmup_ratio", "num_train_epochs", "per_device_train_batch_size",
+                 "early_stopping_patience"):
+        if getattr(train_args, name) is None:
+            setattr(train_args, name, getattr(recipe, name))
+            filled[name] = getattr(recipe, name)
+    if filled:
+        log("recipe for this corpus size: " + ", ".join(f"{k}={v}" for k, v in filled.items()))
 
 
 def optimizer_groups(model, weight_decay):
@@ -285,8 +310,13 @@ def train(argv=None):
     all_ids = [rid for name in corpus for rid in record_ids(corpus[name])]
     train_ids = record_ids(train_split)
     entities = load_entities(data_args.entities)
+    from processing.concepts.ontology import load_concept_ancestors
+
     targets = build_targets(train_ids, all_ids, entities, data_args.min_concept_count, data_args.uncertain,
-                            data_args.allow_unknown_entity_records)
+                            data_args.allow_unknown_entity_records, not_mentioned=data_args.not_mentioned,
+                            ancestors=load_concept_ancestors() if data_args.target_ancestors else None,
+                            withheld=data_args.withhold_concepts)
+    apply_recipe(default_recipe(len(targets.rows)), model_args, train_args, log)
     log(f"{targets.report['used_records']} training records, {len(targets.concepts)} concepts "
         f"(>= {data_args.min_concept_count} positives): {', '.join(targets.concepts[:8])}"
         f"{' ...' if len(targets.concepts) > 8 else ''}")
@@ -347,7 +377,7 @@ def train(argv=None):
     args_record = {"data": asdict(data_args), "model": asdict(model_args), "train": asdict(train_args)}
     if log_with:
         accelerator.init_trackers(train_args.run_name or "supreme_pretrain", config=tracker_config(args_record))
-    eval_steps = train_args.eval_steps or train_args.checkpointing_steps
+    eval_steps = train_args.eval_steps or max(1, min(train_args.checkpointing_steps, steps_per_epoch))
     best_dir = output_dir / "best_model"
     started = time.perf_counter()
     stop = state["global_step"] >= total_steps
@@ -355,21 +385,30 @@ def train(argv=None):
                     disable=not accelerator.is_local_main_process)
     running_loss, running_count = 0.0, 0
 
-    def evaluate_and_select():
-        if evaluator is None or not accelerator.is_main_process:
-            return
-        metric = evaluator(unwrapped, processor)
-        state["history"].append({"step": state["global_step"], "val_macro_auroc": metric})
-        if metric is None:
-            log(f"step {state['global_step']}: no validation class has both positives and negatives; nothing to select on")
-            return
-        improved = state["best_metric"] is None or metric > state["best_metric"]
-        accelerator.log({"eval/val_macro_auroc": metric}, step=state["global_step"])
-        log(f"step {state['global_step']}: zero-shot validation macro AUROC {metric:.4f}"
-            f"{' (best so far)' if improved else ''}")
-        if improved:
-            state["best_metric"], state["best_step"] = metric, state["global_step"]
-            save_pretrained_atomically(unwrapped, processor, best_dir, {"concepts.json": json.dumps(concepts_record(), indent=2)})
+    stopper = EarlyStopping(patience=train_args.early_stopping_patience)
+    stopper.load_state_dict(state)
+
+    def evaluate_and_select() -> bool:
+        """Validate, keep the best model; True (on every process) when early stopping says stop."""
+        should_stop = False
+        if evaluator is not None and accelerator.is_main_process:
+            metric = evaluator(unwrapped, processor)
+            state["history"].append({"step": state["global_step"], "val_macro_auroc": metric})
+            if metric is None:
+                log(f"step {state['global_step']}: no validation class has both positives and negatives; nothing to select on")
+            should_stop = stopper.update(metric, state["global_step"])
+            state.update(stopper.state_dict())
+            if metric is not None:
+                accelerator.log({"eval/val_macro_auroc": metric}, step=state["global_step"])
+                log(f"step {state['global_step']}: zero-shot validation macro AUROC {metric:.4f}"
+                    f"{' (best so far)' if stopper.improved else ''}")
+            if stopper.improved:
+                save_pretrained_atomically(unwrapped, processor, best_dir, {"concepts.json": json.dumps(concepts_record(), indent=2)})
+        if evaluator is None or not train_args.early_stopping_patience:
+            return False
+        from accelerate.utils import broadcast
+
+        return bool(broadcast(torch.tensor([float(should_stop)], device=accelerator.device)).item())
 
     def concepts_record():
         return {"concepts": [{"name": c, "positive_records": n, "query_texts": q}
@@ -423,7 +462,10 @@ def train(argv=None):
                 (time.perf_counter() - started) / 60 >= train_args.max_train_minutes
             stop = step >= total_steps or out_of_time
             if step % eval_steps == 0 or stop:
-                evaluate_and_select()
+                if evaluate_and_select() and not stop:
+                    stop = True
+                    log(f"early stopping at step {step}: no validation improvement in {train_args.early_stopping_patience} "
+                        f"evaluations (best at step {state['best_step']})")
                 accelerator.wait_for_everyone()
             if step % train_args.checkpointing_steps == 0 or stop:
                 save_checkpoint(accelerator, output_dir, dict(state), train_args.save_total_limit)
@@ -444,6 +486,11 @@ def train(argv=None):
             from modeling_supreme import SuPreMEModel
 
             final_model = SuPreMEModel.from_pretrained(best_dir)
+            if train_args.calibrate_scores:
+                results["calibration"] = evaluator.fit_calibration(final_model, processor)
+                log(f"zero-shot score calibration on validation: scale {results['calibration']['scale']:.3f}, bias "
+                    f"{results['calibration']['bias']:.3f}, ECE {results['calibration']['ece_before']:.3f} -> "
+                    f"{results['calibration']['ece_after']:.3f}")
             results["best"] = {"step": state["best_step"], "macro_auroc": state["best_metric"],
                                "eval_dataset": data_args.eval_dataset, "eval_dataset_config": data_args.eval_dataset_config,
                                "split": "validation", "class_names": evaluator.class_names}

@@ -45,6 +45,10 @@ ECG_ENCODER_PRESETS = {
     },
 }
 
+# ViT patch embeddings (see `ecg_patch_embedding`); new configs get the convolutional stem.
+PATCH_EMBEDDINGS = ("conv", "linear")
+DEFAULT_PATCH_EMBEDDING = "conv"
+
 
 @strict(accept_kwargs=True)
 class SuPreMEConfig(PreTrainedConfig):
@@ -77,6 +81,15 @@ class SuPreMEConfig(PreTrainedConfig):
             ViT: number of transformer layers. ResNet: residual blocks per stage.
         ecg_num_heads (`int`, *optional*):
             Attention heads of the ViT layers (unused by the ResNet).
+        ecg_patch_embedding (`str`, *optional*, defaults to `"conv"`):
+            How the ViT turns the signal into tokens. `"conv"` (hybrid patch embedding): two small
+            convolutions with batch norm over the leads at full or half sample resolution, then a
+            strided convolution of one patch per token; it gives the transformer local waveform features
+            (QRS shape, ST level) that a small corpus cannot teach a linear patch projection. `"linear"`:
+            one linear projection per non-overlapping patch (MERL's ViT-tiny). Checkpoints saved before
+            this option existed have no such field and load as `"linear"`. Unused by the ResNet.
+        ecg_stem_channels (`int`, *optional*, defaults to 64):
+            Channels of the convolutional stem (`ecg_patch_embedding="conv"`).
         ecg_mlp_ratio (`float`, *optional*, defaults to 4.0):
             Width of the ViT feed-forward layer relative to `ecg_hidden_size`.
         ecg_dropout (`float`, *optional*, defaults to 0.1):
@@ -116,6 +129,12 @@ class SuPreMEConfig(PreTrainedConfig):
             Focusing exponent for negatives of the asymmetric loss.
         asl_clip (`float`, *optional*, defaults to 0.05):
             Probability margin shifted off negatives by the asymmetric loss.
+        zero_shot_logit_scale (`float`, *optional*, defaults to 1.0):
+            Calibration of zero-shot scores: `zero_shot_logits` returns `scale * logit + bias`. Pre-training
+            fits both on the evaluation corpus's validation split (lowest log loss, scale > 0, so rankings
+            and AUROC are unchanged) and stores them here; 1.0 and 0.0 leave the logits as trained.
+        zero_shot_logit_bias (`float`, *optional*, defaults to 0.0):
+            See `zero_shot_logit_scale`.
         concept_names (`list[str]`, *optional*):
             The concepts the model was pre-trained on, in target order (informational; written by training).
         concept_query_texts (`list[str]`, *optional*):
@@ -136,6 +155,8 @@ class SuPreMEConfig(PreTrainedConfig):
     ecg_hidden_size: int | None = None
     ecg_num_layers: int | None = None
     ecg_num_heads: int | None = None
+    ecg_patch_embedding: str | None = None
+    ecg_stem_channels: int = 64
     ecg_mlp_ratio: float = 4.0
     ecg_dropout: float = 0.1
     text_encoder_name_or_path: str = DEFAULT_TEXT_ENCODER
@@ -153,6 +174,8 @@ class SuPreMEConfig(PreTrainedConfig):
     asl_gamma_pos: float = 0.0
     asl_gamma_neg: float = 4.0
     asl_clip: float = 0.05
+    zero_shot_logit_scale: float = 1.0
+    zero_shot_logit_bias: float = 0.0
     concept_names: list[str] | None = None
     concept_query_texts: list[str] | None = None
     initializer_range: float = 0.02
@@ -182,6 +205,8 @@ class SuPreMEConfig(PreTrainedConfig):
                 if key == "patch_size" and self.ecg_encoder_type == "vit":
                     value = max(1, round(value * self.sampling_rate / PRESET_SAMPLING_RATE))  # same duration per token
                 setattr(self, key, value)
+        if self.ecg_patch_embedding is None:
+            self.ecg_patch_embedding = DEFAULT_PATCH_EMBEDDING
         if self.num_samples is None:
             num_samples = int(round(DEFAULT_DURATION_SECONDS * self.sampling_rate))
             if self.ecg_encoder_type == "vit":
@@ -202,6 +227,12 @@ class SuPreMEConfig(PreTrainedConfig):
                 raise ValueError(f"num_samples ({self.num_samples}) must be a multiple of patch_size ({self.patch_size})")
             if self.ecg_hidden_size % self.ecg_num_heads:
                 raise ValueError("ecg_hidden_size must be divisible by ecg_num_heads")
+        if self.ecg_patch_embedding not in PATCH_EMBEDDINGS:
+            raise ValueError(f"ecg_patch_embedding must be one of {PATCH_EMBEDDINGS}, got {self.ecg_patch_embedding!r}")
+        if not self.zero_shot_logit_scale > 0:
+            raise ValueError(f"zero_shot_logit_scale must be positive (it must keep rankings), got {self.zero_shot_logit_scale}")
+        if self.ecg_stem_channels <= 0:
+            raise ValueError(f"ecg_stem_channels must be positive, got {self.ecg_stem_channels}")
         if self.fusion_hidden_size % self.fusion_num_heads:
             raise ValueError("fusion_hidden_size must be divisible by fusion_num_heads")
         if self.loss_type not in ("bce", "asymmetric"):
@@ -210,6 +241,14 @@ class SuPreMEConfig(PreTrainedConfig):
             self.concept_names is not None and len(self.concept_names) != len(self.concept_query_texts)
         ):
             raise ValueError("concept_names and concept_query_texts must be given together, with equal lengths")
+
+    @classmethod
+    def from_dict(cls, config_dict, **kwargs):
+        # A saved config (it always records transformers_version) that predates ecg_patch_embedding was
+        # trained with the linear patch projection: keep loading it that way, whatever the new default.
+        if "transformers_version" in config_dict and "ecg_patch_embedding" not in config_dict:
+            config_dict = {**config_dict, "ecg_patch_embedding": "linear"}
+        return super().from_dict(config_dict, **kwargs)
 
     @property
     def num_patches(self) -> int:
@@ -222,4 +261,4 @@ class SuPreMEConfig(PreTrainedConfig):
         return resolve_text_encoder_path(self.text_encoder_name_or_path)
 
 
-__all__ = ["SuPreMEConfig", "resolve_text_encoder_path", "ECG_ENCODER_PRESETS", "DEFAULT_TEXT_ENCODER"]
+__all__ = ["SuPreMEConfig", "PATCH_EMBEDDINGS", "resolve_text_encoder_path", "ECG_ENCODER_PRESETS", "DEFAULT_TEXT_ENCODER"]

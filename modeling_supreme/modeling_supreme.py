@@ -238,15 +238,47 @@ class SuPreMELeadConditioning(nn.Module):
         return tokens + self.position_embeddings[:, :num_tokens] + presence[:, None, :]
 
 
+class SuPreMEConvStem(nn.Module):
+    """Hybrid patch embedding (`ecg_patch_embedding="conv"`): local convolutions, then one token per patch.
+
+    Two convolutions (kernels 7 and 5, batch norm, GELU) over all leads, the first with stride 2 when the
+    patch size is even, then a strided convolution that emits one token per `patch_size` samples, so the
+    token grid (and `token_mask`) is that of the linear patch embedding.
+    """
+
+    def __init__(self, config: SuPreMEConfig):
+        super().__init__()
+        channels, patch = config.ecg_stem_channels, config.patch_size
+        self.patch_size = patch
+        first_stride = 2 if patch % 2 == 0 else 1
+        self.conv1 = nn.Conv1d(len(config.lead_names), channels, 7, stride=first_stride, padding=3, bias=False)
+        self.norm1 = nn.BatchNorm1d(channels)
+        self.conv2 = nn.Conv1d(channels, channels, 5, padding=2, bias=False)
+        self.norm2 = nn.BatchNorm1d(channels)
+        self.patchify = nn.Conv1d(channels, config.ecg_hidden_size, kernel_size=patch // first_stride, stride=patch // first_stride)
+
+    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+        # Only whole patches become tokens (as with the linear embedding): crop first, so that the
+        # strided convolutions cannot produce one token more than token_mask has.
+        usable = input_values.shape[-1] - input_values.shape[-1] % self.patch_size
+        hidden = F.gelu(self.norm1(self.conv1(input_values[..., :usable])))
+        hidden = F.gelu(self.norm2(self.conv2(hidden)))
+        return self.patchify(hidden)
+
+
 class SuPreMEViTEncoder(nn.Module):
-    """1-D ViT: non-overlapping patches of all leads become tokens (MERL's ViT-tiny layout)."""
+    """1-D ViT: non-overlapping patches of all leads become tokens (MERL's ViT-tiny layout), embedded
+    linearly or through the convolutional stem (`config.ecg_patch_embedding`)."""
 
     def __init__(self, config: SuPreMEConfig):
         super().__init__()
         self.patch_size = config.patch_size
-        self.patch_embedding = nn.Conv1d(
-            len(config.lead_names), config.ecg_hidden_size, kernel_size=config.patch_size, stride=config.patch_size
-        )
+        if config.ecg_patch_embedding == "conv":
+            self.patch_embedding = SuPreMEConvStem(config)
+        else:
+            self.patch_embedding = nn.Conv1d(
+                len(config.lead_names), config.ecg_hidden_size, kernel_size=config.patch_size, stride=config.patch_size
+            )
         self.conditioning = SuPreMELeadConditioning(config)
         self.dropout = nn.Dropout(config.ecg_dropout)
         self.layers = nn.ModuleList([SuPreMEViTLayer(config) for _ in range(config.ecg_num_layers)])
@@ -258,6 +290,9 @@ class SuPreMEViTEncoder(nn.Module):
         return attention_mask[:, :usable].reshape(batch, -1, self.patch_size).any(-1)
 
     def forward(self, input_values, lead_mask, attention_mask):
+        # Padding is zeroed first: the stem's kernels reach across patch edges, and masked samples must
+        # not influence the tokens of real ones.
+        input_values = input_values * attention_mask[:, None, :].to(input_values.dtype)
         tokens = self.patch_embedding(input_values).transpose(1, 2)
         tokens = self.dropout(self.conditioning(tokens, lead_mask))
         token_mask = self.token_mask(attention_mask)
@@ -605,7 +640,8 @@ class SuPreMEModel(SuPreMEPreTrainedModel):
 
         The pipeline and the evaluation code both score through this method. A class is described by
         one or more queries (prompts); its logit is the mean of its queries' logits, which stays an
-        ordinary logit (its sigmoid is a score in (0, 1)), unlike a mean of probabilities.
+        ordinary logit (its sigmoid is a score in (0, 1)), unlike a mean of probabilities. Query logits are
+        first mapped by the stored calibration (`config.zero_shot_logit_scale` and `zero_shot_logit_bias`).
 
         Args:
             input_values, lead_mask, attention_mask: the ECGs, as for `forward`.
@@ -618,6 +654,10 @@ class SuPreMEModel(SuPreMEPreTrainedModel):
         logits = self(
             input_values=input_values, lead_mask=lead_mask, attention_mask=attention_mask, query_embeds=query_embeds
         ).logits.float()
+        # The calibration fitted on validation (identity unless pre-training stored one); positive scale: same ranking.
+        scale, bias = float(self.config.zero_shot_logit_scale), float(self.config.zero_shot_logit_bias)
+        if scale != 1.0 or bias != 0.0:
+            logits = logits * scale + bias
         if query_to_class is None:
             return logits
         query_to_class = query_to_class.to(logits.device)

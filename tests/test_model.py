@@ -128,12 +128,12 @@ def test_training_step_updates_ecg_side_only():
     config = SuPreMEConfig(ecg_num_layers=2, fusion_num_layers=1)
     model = SuPreMEModel(config).train()
     text_before = {k: v.clone() for k, v in model.text_encoder.state_dict().items()}
-    patch_before = model.ecg_encoder.patch_embedding.weight.clone()
+    patch_before = model.ecg_encoder.patch_embedding.conv1.weight.clone()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     out = model(torch.randn(3, 12, 5000), query_input_ids=_queries(4), labels=(torch.rand(3, 4) > 0.5).float())
     out.loss.backward()
     optimizer.step()
-    assert not torch.equal(patch_before, model.ecg_encoder.patch_embedding.weight)
+    assert not torch.equal(patch_before, model.ecg_encoder.patch_embedding.conv1.weight)
     for key, value in model.text_encoder.state_dict().items():
         assert torch.equal(text_before[key], value)
 

@@ -28,8 +28,14 @@ _EXPORTS = {
     "save_checkpoint": "checkpoints",
     "save_pretrained_atomically": "checkpoints",
     "ZeroShotEvaluator": "selection",
+    "EarlyStopping": "selection",
+    "Recipe": "recipe",
+    "default_recipe": "recipe",
+    "NOT_MENTIONED_POLICIES": "targets",
+    "expand_ancestors": "targets",
     "model_card": "cards",
     "build_model_card": "cards",
+    "zero_shot_study_section": "study_card",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from typing import Mapping, Optional, Sequence
 
+from .study_card import zero_shot_study_section
 from .targets import TrainingTargets
 
 # No Hub task fits a model that scores a multi-lead physiological time series against conditions
@@ -163,12 +164,14 @@ warm-up ratio {train['warmup_ratio']}, {train.get('lr_scheduler_type', 'cosine')
 
 {metric_lines}
 {extra}
+
+{zero_shot_study_section()}
 ## Limitations
 
 The model knows what its training reports say: conditions that reports rarely mention, or that
 the entity extractor misses, are learned poorly. Zero-shot scores for conditions that were not
 among the training concepts depend on how close their text is to trained concepts. Scores are not
-calibrated probabilities.
+calibrated probabilities: choose thresholds on labelled validation data.
 
 ## Licence
 

@@ -41,4 +41,55 @@ class ZeroShotEvaluator:
         return macro_auroc(scores, targets)
 
 
-__all__ = ["ZeroShotEvaluator"]
+
+
+    def fit_calibration(self, model, processor) -> dict:
+        """Fit the zero-shot logit scale and bias on this validation split and store them in ``model.config``.
+
+        Scores are computed with the identity calibration first, so refitting never compounds.
+        """
+        from ..evaluation import expected_calibration_error, fit_logit_calibration
+
+        model.config.zero_shot_logit_scale, model.config.zero_shot_logit_bias = 1.0, 0.0
+        scores, targets, _ = zero_shot_scores(model, processor, self.split, self.class_names, self.prompts,
+                                              batch_size=self.batch_size, bf16=self.bf16, progress=False)
+        calibration = fit_logit_calibration(scores, targets)
+        model.config.zero_shot_logit_scale, model.config.zero_shot_logit_bias = calibration.scale, calibration.bias
+        return {"scale": calibration.scale, "bias": calibration.bias, "split": "validation", **calibration.details,
+                "ece_before": expected_calibration_error(scores, targets),
+                "ece_after": expected_calibration_error(calibration.apply(scores), targets)}
+
+
+@dataclass
+class EarlyStopping:
+    """Keeps the best validation metric (higher is better) and says when to stop.
+
+    ``patience``: evaluations without an improvement of more than ``min_delta`` after which
+    :meth:`update` returns True; None or 0 never stops.
+    """
+
+    patience: Optional[int] = None
+    min_delta: float = 0.0
+    best_metric: Optional[float] = None
+    best_step: Optional[int] = None
+    bad_evaluations: int = 0
+
+    def update(self, metric: Optional[float], step: int) -> bool:
+        """Record one evaluation; returns whether training should stop. ``self.improved`` says if it was a new best."""
+        self.improved = metric is not None and (self.best_metric is None or metric > self.best_metric + self.min_delta)
+        if self.improved:
+            self.best_metric, self.best_step, self.bad_evaluations = float(metric), int(step), 0
+        elif metric is not None:
+            self.bad_evaluations += 1
+        return bool(self.patience) and self.bad_evaluations >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best_metric": self.best_metric, "best_step": self.best_step, "bad_evaluations": self.bad_evaluations}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best_metric = state.get("best_metric")
+        self.best_step = state.get("best_step")
+        self.bad_evaluations = int(state.get("bad_evaluations", 0))
+
+
+__all__ = ["EarlyStopping", "ZeroShotEvaluator"]

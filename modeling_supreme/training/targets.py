@@ -1,10 +1,15 @@
 """Pre-training targets: entity lines of the training records -> a multi-label matrix over concepts,
 and the query texts each concept is trained with.
 
-Present is positive; absent (the report denies it) and not mentioned are negative; uncertain is
-configurable (``ignore`` masks it out of the loss with -100). A concept mentioned twice keeps its
-strongest statement (present > uncertain > absent). The concepts seen at least ``min_count`` times
-form the training vocabulary, most frequent first.
+Present is positive; absent (the report denies it) is negative; uncertain is configurable
+(``ignore`` masks it out of the loss with -100); not mentioned is negative by default (``ignore`` masks
+it, which the zero-shot study measured as much worse: with ignored negatives the model learns that
+every concept is present). A concept mentioned twice keeps its strongest statement (present >
+uncertain > absent). With ``ancestors`` (see :mod:`processing.concepts.ontology`) a present or
+uncertain concept also marks its is-a ancestors ("anteroseptal myocardial infarction" -> "myocardial
+infarction") where the report says nothing else about them. ``withheld`` concepts (the unseen-concept
+protocol) never become targets, neither mentioned nor as ancestors. The concepts seen at least
+``min_count`` times form the training vocabulary, most frequent first.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import numpy as np
 from .errors import PretrainingError
 
 UNCERTAIN_POLICIES = ("ignore", "positive", "negative")
+NOT_MENTIONED_POLICIES = ("negative", "ignore")
+_RANK = {"absent": 0, "uncertain": 1, "present": 2}
 QUERY_VARIANTS = ("description", "name", "synonyms")
 IGNORE_INDEX = -100  # the model's loss ignores these pairs (SuPreMEModel.compute_loss)
 
@@ -53,10 +60,36 @@ class TrainingTargets:
     report: dict  # what was dropped and why
 
 
-def build_targets(train_ids, all_ids, entities, min_count, uncertain="ignore", allow_unknown=False) -> TrainingTargets:
-    """Turn entity lines into a multi-label target matrix over the frequent concepts."""
+def expand_ancestors(status: dict, ancestors) -> dict:
+    """Add the is-a ancestors of present/uncertain concepts to one record's {concept: status}.
+
+    An implied statement fills an ancestor the report does not mention, or turns an uncertain one
+    present; what the report says about the ancestor itself otherwise stands (an explicit "no
+    infarction" stays absent next to a "possible inferior infarction").
+    """
+    out = dict(status)
+    for concept, state in status.items():
+        if state not in ("present", "uncertain"):
+            continue
+        for parent in ancestors.get(concept, ()):
+            stated = status.get(parent)
+            if (stated is None and _RANK[state] > _RANK.get(out.get(parent), -1)) or (stated == "uncertain" and state == "present"):
+                out[parent] = state
+    return out
+
+
+def build_targets(train_ids, all_ids, entities, min_count, uncertain="ignore", allow_unknown=False,
+                  not_mentioned="negative", ancestors=None, withheld=()) -> TrainingTargets:
+    """Turn entity lines into a multi-label target matrix over the frequent concepts.
+
+    ``ancestors``: None, or {concept: ancestor names} (``processing.concepts.ontology.load_concept_ancestors()``).
+    ``withheld``: concept names kept out of the targets entirely.
+    """
     if uncertain not in UNCERTAIN_POLICIES:
         raise PretrainingError(f"--uncertain must be one of {UNCERTAIN_POLICIES}, got {uncertain!r}")
+    if not_mentioned not in NOT_MENTIONED_POLICIES:
+        raise PretrainingError(f"--not_mentioned must be one of {NOT_MENTIONED_POLICIES}, got {not_mentioned!r}")
+    withheld = set(withheld)
     all_ids = set(all_ids)
     unknown = [rid for rid in entities if rid not in all_ids]
     if unknown and len(unknown) == len(entities):
@@ -86,10 +119,12 @@ def build_targets(train_ids, all_ids, entities, min_count, uncertain="ignore", a
         for entity in line.get("entities") or []:
             concept, state = entity.get("concept"), entity.get("status")
             # A concept mentioned twice keeps its strongest statement: present > uncertain > absent.
-            rank = {"absent": 0, "uncertain": 1, "present": 2}.get(state, -1)
-            if concept and rank > {"absent": 0, "uncertain": 1, "present": 2}.get(status.get(concept), -1):
+            rank = _RANK.get(state, -1)
+            if concept and rank > _RANK.get(status.get(concept), -1):
                 status[concept] = state
-        statuses_by_row.append(status)
+        if ancestors:
+            status = expand_ancestors(status, ancestors)
+        statuses_by_row.append({c: s for c, s in status.items() if c not in withheld})
         rows.append(row)
     if not rows:
         raise PretrainingError(
@@ -107,7 +142,8 @@ def build_targets(train_ids, all_ids, entities, min_count, uncertain="ignore", a
             f"(most frequent: {best or 'none'}); lower --min_concept_count or check the entities file"
         )
     index = {c: i for i, c in enumerate(concepts)}
-    targets = np.zeros((len(rows), len(concepts)), dtype=np.float32)
+    fill = 0.0 if not_mentioned == "negative" else IGNORE_INDEX
+    targets = np.full((len(rows), len(concepts)), fill, dtype=np.float32)
     value = {"present": 1.0, "absent": 0.0, "uncertain": {"ignore": IGNORE_INDEX, "positive": 1.0, "negative": 0.0}[uncertain]}
     for r, status in enumerate(statuses_by_row):
         for concept, state in status.items():
@@ -116,7 +152,8 @@ def build_targets(train_ids, all_ids, entities, min_count, uncertain="ignore", a
     report = {"training_records": len(train_ids), "used_records": len(rows), "records_without_entities": missing,
               "records_with_extraction_error": errors, "records_without_report": no_report,
               "unknown_entity_records": len(unknown),
-              "concepts_seen": len(counts), "concepts_kept": len(concepts), "min_concept_count": min_count}
+              "concepts_seen": len(counts), "concepts_kept": len(concepts), "min_concept_count": min_count,
+              "not_mentioned": not_mentioned, "ancestors": bool(ancestors), "withheld": sorted(withheld)}
     return TrainingTargets(concepts, [counts[c] for c in concepts], np.asarray(rows), targets, report)
 
 
@@ -145,4 +182,4 @@ def concept_query_texts(concepts, variants=("description", "name")):
     return texts
 
 
-__all__ = ["IGNORE_INDEX", "QUERY_VARIANTS", "UNCERTAIN_POLICIES", "TrainingTargets", "build_targets", "concept_query_texts", "load_entities", "record_ids"]
+__all__ = ["IGNORE_INDEX", "NOT_MENTIONED_POLICIES", "expand_ancestors", "QUERY_VARIANTS", "UNCERTAIN_POLICIES", "TrainingTargets", "build_targets", "concept_query_texts", "load_entities", "record_ids"]

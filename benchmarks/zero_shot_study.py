@@ -1,0 +1,584 @@
+"""Zero-shot study on the shared real PTB-XL records: how well does report-supervised pre-training
+classify the 5 PTB-XL super classes without ever seeing their labels, against a supervised model?
+
+    python benchmarks/zero_shot_study.py                 # the study (about 30 CPU minutes on a quiet 2-core machine)
+    python benchmarks/zero_shot_study.py --quick         # fewer sizes/seeds/epochs, under 5 minutes
+    python benchmarks/zero_shot_study.py --output_dir outputs/zero_shot_study
+
+Protocol (all in one run, every number below from the same process):
+
+* Records: ``ptbxl/reports`` at 100 Hz. Pre-training pool: folds 1-6; inner validation: folds 7-8 (model
+  selection, early stopping, thresholds, calibration); test: folds 9-10, touched once per trained model.
+* Targets: lexicon entities of each record's own report (``processing.reports.lexicon``), built by
+  ``modeling_supreme.training.build_targets`` with the default policies (ancestors on, uncertain
+  positive, not mentioned negative) unless an ablation says otherwise. The super-class labels are
+  never used for zero-shot training, only for validation and test.
+* Recipe: ``modeling_supreme.training.default_recipe`` for the pool size (what pretrain.py uses by
+  default), model built from the same SuPreMEConfig fields, same loss, same lead-subset augmentation
+  and query-variant sampling; the loop here trains on tensors held in memory instead of pretrain.py's
+  accelerate loop, so that dozens of models fit in the time budget.
+* Supervised reference: the same encoder and fusion network trained on the TRUE super-class labels of
+  the same records, with the class prompts as its queries, selected the same way.
+* Learning curve: pool sizes 50, 100, 200, all (nested subsets drawn per seed), 3 seeds, mean and spread.
+* Encoder variants at the full pool: ViT-4 with the conv stem (default), ViT-4 linear patches, MERL's
+  ViT-12 linear (the old default), ResNet-1d.
+* Ablations at the full pool: ancestors off, not-mentioned ignored, uncertain ignored.
+* Calibration (default recipe, full pool): ECE and F1 at 0.5 on test; F1 at the per-class threshold
+  chosen on validation; ECE after a logit scale/bias fitted on validation.
+* Unseen concepts: a fixed set of concepts (with their synonyms, since they map to the same concept
+  name, and their descendants) is withheld from the targets; the model is then scored zero-shot on them
+  and on the seen concepts, against the SCP-derived concept labels of folds 9-10.
+
+Speed figures are wall-clock on this machine; the CPU may be shared with other jobs (say so when
+quoting them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SIZES = ("50", "100", "200", "all")
+POOL_FOLDS, VALIDATION_FOLDS, TEST_FOLDS = [1, 2, 3, 4, 5, 6], [7, 8], [9, 10]
+ENCODERS = {
+    # name: (SuPreMEConfig overrides, whether the recipe's depth applies)
+    "vit-conv": {"ecg_encoder_type": "vit", "ecg_patch_embedding": "conv"},
+    "vit-linear": {"ecg_encoder_type": "vit", "ecg_patch_embedding": "linear"},
+    "vit12-linear": {"ecg_encoder_type": "vit", "ecg_patch_embedding": "linear", "ecg_num_layers": 12, "learning_rate": 5e-4},
+    "resnet1d": {"ecg_encoder_type": "resnet1d"},
+}
+DEFAULT_ENCODER = "vit-conv"
+TARGET_DEFAULTS = {"ancestors": True, "uncertain": "positive", "not_mentioned": "negative"}
+ABLATIONS = {
+    "no ancestors": {"ancestors": False},
+    "not mentioned ignored": {"not_mentioned": "ignore"},
+    "uncertain ignored": {"uncertain": "ignore"},
+}
+# Withheld for the unseen-concept protocol, chosen before any run for being distinct findings with
+# PTB-XL statements of their own; their descendants are withheld with them.
+WITHHELD = ("left ventricular hypertrophy", "atrial fibrillation", "left anterior fascicular block",
+            "right bundle branch block", "sinus bradycardia")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_data = Path(os.environ.get("SUPREME_SHARED_DATA", REPO.parent / "shared" / "data")) / "ptbxl"
+    parser.add_argument("--data_dir", default=str(default_data), help="PTB-XL folder (ptbxl_database.csv, records100/)")
+    parser.add_argument("--output_dir", default=str(REPO / "outputs" / "zero_shot_study"))
+    parser.add_argument("--quick", action="store_true", help="sizes 50 and all, 1 seed, 20 epochs at most, default encoder only, no ablations")
+    parser.add_argument("--sizes", default=",".join(SIZES), help="pre-training pool sizes of the learning curve, comma-separated "
+                        "(numbers or 'all'; '' skips the curve, e.g. to run only encoder variants or ablations)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first_seed", type=int, default=0, help="seeds are first_seed .. first_seed + seeds - 1 (to split a study over processes)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                        help="print the tables of several finished runs' study.json together (e.g. one per seed) and exit")
+    parser.add_argument("--encoders", default=",".join(ENCODERS), help=f"encoder variants at the full pool, from {', '.join(ENCODERS)}")
+    parser.add_argument("--ablations", default=",".join(ABLATIONS), help="ablations at the full pool ('' for none)")
+    parser.add_argument("--max_epochs", type=int, default=None, help="cap on the recipe's epochs")
+    parser.add_argument("--early_stopping_patience", type=int, default=None, help="override the recipe's patience (epochs)")
+    parser.add_argument("--no_unseen", action="store_true", help="skip the unseen-concept protocol")
+    parser.add_argument("--max_records", type=int, default=None, help="use only the first N records of each split (smoke tests)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--n_bootstrap", type=int, default=1000)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.seeds, args.encoders, args.ablations = "50,all", 1, DEFAULT_ENCODER, ""
+        args.max_epochs = args.max_epochs or 20
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    for size in sizes:
+        if size != "all" and not (size.isdigit() and int(size) > 0):
+            parser.error(f"--sizes: {size!r} is neither a positive number nor 'all'")
+    args.sizes = sizes
+    args.encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
+    unknown = [e for e in args.encoders if e not in ENCODERS]
+    if unknown:
+        parser.error(f"--encoders: unknown {unknown}; choose from {', '.join(ENCODERS)}")
+    args.ablations = [a.strip() for a in args.ablations.split(",") if a.strip()]
+    unknown = [a for a in args.ablations if a not in ABLATIONS]
+    if unknown:
+        parser.error(f"--ablations: unknown {unknown}; choose from {', '.join(ABLATIONS)}")
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    return args
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+def read_folds(data_dir: Path) -> dict:
+    with open(data_dir / "ptbxl_database.csv", newline="", encoding="utf-8") as handle:
+        return {str(int(float(row["ecg_id"]))): int(float(row["strat_fold"])) for row in csv.DictReader(handle)}
+
+
+class Records:
+    """Every record of ptbxl/reports, prepared once by the model's feature extractor, as tensors."""
+
+    def __init__(self, data_dir: Path, cache_dir: Path, max_records=None):
+        import datasets
+        import torch
+
+        from datasets_scripts import load_ecg_dataset
+        from datasets_scripts.corpora.ptbxl import Ptbxl
+        from modeling_supreme import ECGProcessor, SuPreMEConfig
+        from processing.ecg.data_collator import ECGDataCollator
+
+        splits = load_ecg_dataset("ptbxl", "reports", data_dir=str(data_dir), sampling_rate=100, cache_dir=str(cache_dir))
+        table = datasets.concatenate_datasets([splits[name] for name in splits])
+        if max_records:
+            table = table.select(range(min(max_records, len(table))))
+        supers = load_ecg_dataset("ptbxl", "super", data_dir=str(data_dir), sampling_rate=100, cache_dir=str(cache_dir))
+        self.class_names = Ptbxl(config_name="super", data_dir=str(data_dir), sampling_rate=100).class_names()
+        super_labels = {}
+        for name in supers:
+            plain = supers[name].with_format(None)
+            super_labels.update(zip(plain["record_id"], plain["labels"]))
+        plain = table.with_format(None)
+        self.ids = list(plain["record_id"])
+        self.reports = list(plain["report"])
+        self.concept_labels = [list(x) for x in plain["labels"]]
+        folds = read_folds(data_dir)
+        self.fold = np.array([folds[rid] for rid in self.ids])
+        self.super = np.zeros((len(self.ids), len(self.class_names)), dtype=np.float32)
+        self.has_super = np.zeros(len(self.ids), dtype=bool)
+        for i, rid in enumerate(self.ids):
+            if rid in super_labels:
+                self.has_super[i] = True
+                for label in super_labels[rid]:
+                    self.super[i, self.class_names.index(label)] = 1.0
+        processor = ECGProcessor.from_config(SuPreMEConfig(sampling_rate=100))
+        collator = ECGDataCollator(processor, label_column=None)
+        parts = [collator(table[i : i + 64]) for i in range(0, len(table), 64)]
+        self.inputs = {key: torch.cat([p[key] for p in parts]) for key in ("input_values", "lead_mask", "attention_mask")}
+        self.lead_names = list(processor.feature_extractor.lead_names) if hasattr(processor.feature_extractor, "lead_names") \
+            else list(SuPreMEConfig(sampling_rate=100).lead_names)
+
+    def rows(self, folds, need_super=False):
+        keep = np.isin(self.fold, folds) & (self.has_super if need_super else True)
+        return np.flatnonzero(keep)
+
+
+def lexicon_entities(records: Records) -> dict:
+    from processing.reports.lexicon import LexiconExtractor
+
+    extractor = LexiconExtractor()
+    return {rid: {"record_id": rid, "entities": extractor.extract(report), "error": None}
+            for rid, report in zip(records.ids, records.reports) if report.strip()}
+
+
+# -- training --------------------------------------------------------------------------------------
+
+
+def build_model(encoder: str, recipe, concepts, query_texts, seed: int):
+    import torch
+
+    from modeling_supreme import SuPreMEConfig, SuPreMEModel
+
+    overrides = {k: v for k, v in ENCODERS[encoder].items() if k != "learning_rate"}
+    if overrides.get("ecg_encoder_type") == "vit":
+        overrides.setdefault("ecg_num_layers", recipe.ecg_num_layers)
+    torch.manual_seed(seed)
+    config = SuPreMEConfig(sampling_rate=100, concept_names=list(concepts), concept_query_texts=[q[0] for q in query_texts], **overrides)
+    return SuPreMEModel(config)
+
+
+def embed_texts(model, texts):
+    from modeling_supreme import ECGProcessor
+
+    processor = ECGProcessor.from_config(model.config)
+    tokens = processor.tokenize_queries(list(texts))
+    return model.get_query_embeddings(tokens["query_input_ids"], tokens["query_attention_mask"])
+
+
+def class_query_embeds(model, names):
+    """Prompt-bank queries for ``names``: (embeds, query_to_class)."""
+    import torch
+
+    from modeling_supreme.evaluation import class_prompts
+
+    prompts = class_prompts(names)
+    texts, owner = [], []
+    for column, name in enumerate(names):
+        texts.extend(prompts[name])
+        owner.extend([column] * len(prompts[name]))
+    return embed_texts(model, texts), torch.tensor(owner)
+
+
+def score(model, inputs, rows, embeds, owner, num_classes, bf16=True):
+    import torch
+
+    model.eval()
+    out = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        for start in range(0, len(rows), 128):
+            index = torch.as_tensor(rows[start : start + 128])
+            logits = model.zero_shot_logits(inputs["input_values"][index], inputs["lead_mask"][index], inputs["attention_mask"][index],
+                                            query_embeds=embeds, query_to_class=owner, num_classes=num_classes)
+            out.append(torch.sigmoid(logits.float()).double().numpy())
+    model.train()
+    return np.concatenate(out) if out else np.zeros((0, num_classes))
+
+
+def macro_auc(scores, targets):
+    from modeling_supreme.evaluation import macro_auroc
+
+    return macro_auroc(scores, targets)
+
+
+def train(model, records: Records, rows, targets, variant_texts, recipe, lr, seed, max_epochs, val):
+    """Train on ``rows`` with ``targets`` (rows x queries); keep the weights of the best validation AUROC.
+
+    ``variant_texts``: per target column, the texts sampled as its query. ``val``: (rows, embeds,
+    owner, labels) scored zero-shot after every epoch for selection and early stopping.
+    """
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
+    from modeling_supreme.training import EarlyStopping, random_lead_subset
+
+    flat = [t for options in variant_texts for t in options]
+    flat_embeds = embed_texts(model, flat)
+    counts = torch.tensor([len(o) for o in variant_texts])
+    offsets = torch.cumsum(counts, 0) - counts
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and "position_embeddings" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and (p.ndim < 2 or "position_embeddings" in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+    batch = min(recipe.per_device_train_batch_size, len(rows))
+    steps_per_epoch = max(1, len(rows) // batch)
+    epochs = int(min(recipe.num_train_epochs, max_epochs or recipe.num_train_epochs))
+    total = epochs * steps_per_epoch
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * total), total)
+    stopper = EarlyStopping(patience=recipe.early_stopping_patience)
+    best_state, rng, step = None, np.random.default_rng(seed), 0
+    targets_t = torch.as_tensor(targets, dtype=torch.float32)
+    inputs = records.inputs
+    leads = records.lead_names
+    bf16 = recipe.mixed_precision == "bf16"
+    val_rows, val_embeds, val_owner, val_labels = val
+    model.train()
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        order = rng.permutation(len(rows))
+        for b in range(steps_per_epoch):
+            pick = order[b * batch : (b + 1) * batch]
+            index = torch.as_tensor(rows[pick])
+            x = inputs["input_values"][index].clone()
+            lead_mask = inputs["lead_mask"][index].clone()
+            for k in range(len(pick)):  # the lead-subset augmentation of PretrainingDataset
+                if rng.random() < 0.3:
+                    keep = set(random_lead_subset(rng, leads))
+                    drop = torch.tensor([name not in keep for name in leads])
+                    x[k, drop] = 0.0
+                    lead_mask[k, drop] = False
+            choice = (torch.rand(len(counts)) * counts).long()
+            query_embeds = flat_embeds[offsets + choice]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model(input_values=x, lead_mask=lead_mask, attention_mask=inputs["attention_mask"][index],
+                            query_embeds=query_embeds, labels=targets_t[pick])
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+        metric = macro_auc(score(model, inputs, val_rows, val_embeds, val_owner, len(val_labels[0]), bf16), val_labels)
+        stop = stopper.update(metric, step)
+        if stopper.improved:
+            best_state = copy.deepcopy(model.state_dict())
+        if stop:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return {"steps": step, "epochs_run": epoch + 1, "best_step": stopper.best_step, "val_macro_auroc": stopper.best_metric,
+            "train_seconds": time.perf_counter() - started, "lr": lr}
+
+
+# -- one configuration -----------------------------------------------------------------------------
+
+
+def pool_rows(records, seed, size, pool):
+    order = np.random.default_rng([seed, 17]).permutation(pool)
+    return order if size == "all" else order[: min(int(size), len(order))]
+
+
+def run_one(records, entities, kind, encoder, size, seed, args, policies=None, withheld=()):
+    """Train one model (kind: zero-shot or supervised) and score it once on the test folds."""
+    from modeling_supreme.training import build_targets, concept_query_texts, default_recipe
+    from processing.concepts.ontology import load_concept_ancestors
+
+    policies = {**TARGET_DEFAULTS, **(policies or {})}
+    pool = records.rows(POOL_FOLDS)
+    if kind == "supervised":
+        pool = records.rows(POOL_FOLDS, need_super=True)
+    rows = pool_rows(records, seed, size, pool)
+    val_rows, test_rows = records.rows(VALIDATION_FOLDS, need_super=True), records.rows([9, 10], need_super=True)
+    recipe = default_recipe(len(rows))
+    if args.early_stopping_patience is not None:
+        recipe = dataclasses.replace(recipe, early_stopping_patience=args.early_stopping_patience)
+    if kind == "zero-shot":
+        ancestors = load_concept_ancestors() if policies["ancestors"] else None
+        ids = [records.ids[r] for r in rows]
+        targets = build_targets(ids, records.ids, entities, min_count=10 if len(rows) >= 100 else 5,
+                                uncertain=policies["uncertain"], allow_unknown=True,
+                                not_mentioned=policies["not_mentioned"], ancestors=ancestors, withheld=withheld)
+        train_rows, target_matrix, concepts = rows[targets.rows], targets.targets, targets.concepts
+        variant_texts = concept_query_texts(concepts, ("description", "name"))
+    else:
+        from modeling_supreme.evaluation import class_prompts
+
+        prompts = class_prompts(records.class_names)
+        train_rows, target_matrix, concepts = rows, records.super[rows], list(records.class_names)
+        variant_texts = [prompts[c] for c in concepts]
+    model = build_model(encoder, recipe, concepts, variant_texts, seed)
+    embeds, owner = class_query_embeds(model, records.class_names)
+    val = (val_rows, embeds, owner, records.super[val_rows])
+    lr = ENCODERS[encoder].get("learning_rate", recipe.learning_rate)
+    fit = train(model, records, train_rows, target_matrix, variant_texts, recipe, lr, seed, args.max_epochs, val)
+    bf16 = recipe.mixed_precision == "bf16"
+    test_scores = score(model, records.inputs, test_rows, embeds, owner, len(records.class_names), bf16)
+    val_scores = score(model, records.inputs, val_rows, embeds, owner, len(records.class_names), bf16)
+    result = {"kind": kind, "encoder": encoder, "size": size, "seed": seed, "train_records": int(len(train_rows)),
+              "concepts": len(concepts), "policies": policies if kind == "zero-shot" else None, **fit,
+              "test_macro_auroc": macro_auc(test_scores, records.super[test_rows])}
+    return result, model, (val_scores, records.super[val_rows], test_scores, records.super[test_rows])
+
+
+def calibration_summary(val_scores, val_labels, test_scores, test_labels, class_names, n_bootstrap, seed):
+    from modeling_supreme.evaluation import (auroc_report, best_f1_thresholds, expected_calibration_error, f1_at_thresholds,
+                                             fit_logit_calibration)
+
+    thresholds = best_f1_thresholds(val_scores, val_labels)
+    calibration = fit_logit_calibration(val_scores, val_labels)
+    calibrated = calibration.apply(test_scores)
+    report = auroc_report(test_scores, test_labels, class_names, n_bootstrap=n_bootstrap, seed=seed)
+    return {
+        "per_class": [{"name": c["name"], "positives": c["positives"], "auroc": c["auroc"], "auroc_ci95": c["auroc_ci95"],
+                       "f1_at_0.5": c["f1"], "threshold": t, "f1_at_val_threshold": f}
+                      for c, t, f in zip(report["classes"], thresholds, f1_at_thresholds(test_scores, test_labels, thresholds))],
+        "macro_auroc": report["macro_auroc"], "macro_auroc_ci95": report["macro_auroc_ci95"],
+        "ece": expected_calibration_error(test_scores, test_labels),
+        "ece_calibrated": expected_calibration_error(calibrated, test_labels),
+        "calibration": calibration.to_dict(),
+        "f1_calibrated_at_0.5": f1_at_thresholds(calibrated, test_labels, [0.5] * len(class_names)),
+    }
+
+
+def unseen_protocol(records, entities, seed, args):
+    """Withhold WITHHELD (and descendants) from the targets; AUROC on withheld vs seen concepts (folds 9-10)."""
+    import torch
+
+    from modeling_supreme.evaluation import auroc_report, class_prompts
+    from processing.concepts.ontology import load_concept_ancestors
+
+    ancestors = load_concept_ancestors()
+    withheld = set(WITHHELD) | {c for c, parents in ancestors.items() if set(parents) & set(WITHHELD)}
+    result, model, _ = run_one(records, entities, "zero-shot", DEFAULT_ENCODER, "all", seed, args, withheld=sorted(withheld))
+    test_rows = records.rows([9, 10])
+    labels = []
+    for r in test_rows:
+        present = set(records.concept_labels[r])
+        for c in list(present):
+            present.update(ancestors.get(c, ()))
+        labels.append(present)
+    trained = list(model.config.concept_names)
+    candidates = [c for c in trained if c not in records.class_names] + list(WITHHELD)
+    # Scored: concepts with at least 5 positive and 5 negative test records (fixed before any run).
+    names = [c for c in candidates if sum(c in s for s in labels) >= 5 and sum(c not in s for s in labels) >= 5]
+    matrix = np.array([[c in s for c in names] for s in labels], dtype=np.int8)
+    prompts = class_prompts(names)
+    texts, owner = [], []
+    for column, name in enumerate(names):
+        texts.extend(prompts[name])
+        owner.extend([column] * len(prompts[name]))
+    scores = score(model, records.inputs, test_rows, embed_texts(model, texts), torch.tensor(owner), len(names))
+    unseen = [i for i, c in enumerate(names) if c in WITHHELD]
+    seen = [i for i, c in enumerate(names) if c not in WITHHELD]
+    out = {"seed": seed, "withheld": sorted(withheld), "test_records": int(len(test_rows)), "train": result}
+    for label, columns in (("unseen", unseen), ("seen", seen)):
+        if columns:
+            rep = auroc_report(scores[:, columns], matrix[:, columns], [names[i] for i in columns], n_bootstrap=args.n_bootstrap, seed=seed)
+            out[label] = {"macro_auroc": rep["macro_auroc"], "macro_auroc_ci95": rep["macro_auroc_ci95"],
+                          "classes": [{"name": c["name"], "positives": c["positives"], "auroc": c["auroc"], "auroc_ci95": c["auroc_ci95"]}
+                                      for c in rep["classes"]]}
+    return out
+
+
+# -- summary ---------------------------------------------------------------------------------------
+
+
+def mean_spread(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None, None, None
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, float(arr.min()), float(arr.max())
+
+
+def fmt(values):
+    mean, sd, low, high = mean_spread(values)
+    if mean is None:
+        return "n/a"
+    return f"{mean:.3f} ± {sd:.3f} ({low:.3f}-{high:.3f})" if len(values) > 1 else f"{mean:.3f}"
+
+
+def summarise(results, seeds):
+    lines = [f"| run | records | zero-shot macro AUROC (mean ± sd, min-max, {seeds} seed{'s' * (seeds > 1)}) | supervised | ratio | minutes per model |",
+             "| --- | --- | --- | --- | --- | --- |"]
+
+    def pick(kind, encoder, size, policy=None):
+        return [r for r in results if r["kind"] == kind and r["encoder"] == encoder and r["size"] == size
+                and (kind == "supervised" or r.get("ablation") == policy)]
+
+    rows = []
+    for size in dict.fromkeys(r["size"] for r in results):
+        rows.append((f"default recipe ({DEFAULT_ENCODER}), pool {size}", DEFAULT_ENCODER, size, None))
+    for encoder in dict.fromkeys(r["encoder"] for r in results):
+        if encoder != DEFAULT_ENCODER:
+            rows.append((f"encoder {encoder}, pool all", encoder, "all", None))
+    for ablation in dict.fromkeys(r.get("ablation") for r in results if r.get("ablation")):
+        rows.append((f"ablation: {ablation}, pool all", DEFAULT_ENCODER, "all", ablation))
+    for title, encoder, size, policy in rows:
+        zs = pick("zero-shot", encoder, size, policy)
+        if not zs:
+            continue
+        sup = pick("supervised", encoder, size) if policy is None else []
+        zs_auc = [r["test_macro_auroc"] for r in zs]
+        sup_auc = [r["test_macro_auroc"] for r in sup]
+        ratio = fmt([a / b for a, b in zip(zs_auc, sup_auc) if a and b]) if sup_auc else "-"
+        minutes = np.mean([r["train_seconds"] for r in zs]) / 60
+        lines.append(f"| {title} | {zs[0]['train_records']} | {fmt(zs_auc)} | {fmt(sup_auc) if sup_auc else '-'} | {ratio} | {minutes:.1f} |")
+    return "\n".join(lines)
+
+
+def calibration_table(calibration, class_names):
+    if not calibration:
+        return ""
+    lines = ["| class | test positives | AUROC (95% CI) | F1 at 0.5 | F1 at validation threshold |", "| --- | --- | --- | --- | --- |"]
+    first = calibration[0]
+    for c_index, name in enumerate(class_names):
+        entries = [c["per_class"][c_index] for c in calibration]
+        ci = entries[0]["auroc_ci95"]
+        lines.append(f"| {name} | {entries[0]['positives']} | {fmt([e['auroc'] for e in entries])}"
+                     f"{f' [{ci[0]:.2f}-{ci[1]:.2f}]' if ci else ''} | {fmt([e['f1_at_0.5'] for e in entries])} | "
+                     f"{fmt([e['f1_at_val_threshold'] for e in entries])} |")
+    lines.append("")
+    lines.append(f"ECE on test: {fmt([c['ece'] for c in calibration])} raw, {fmt([c['ece_calibrated'] for c in calibration])} after the "
+                 f"logit scale/bias fitted on validation (seed 0: scale {first['calibration']['scale']:.2f}, bias {first['calibration']['bias']:.2f}).")
+    return "\n".join(lines)
+
+
+def unseen_table(unseen):
+    if not unseen:
+        return ""
+    lines = ["| concepts | zero-shot macro AUROC on folds 9-10 (seed 0 with 95% CI; mean over seeds) | concepts scored |", "| --- | --- | --- |"]
+    for label in ("unseen", "seen"):
+        runs = [u[label] for u in unseen if label in u]
+        if not runs:
+            continue
+        ci = runs[0]["macro_auroc_ci95"]
+        names = ", ".join(f"{c['name']} ({c['positives']}+: {c['auroc']:.2f})" for c in runs[0]["classes"] if c["auroc"] is not None)
+        lines.append(f"| {label} | {runs[0]['macro_auroc']:.3f}{f' [{ci[0]:.3f}-{ci[1]:.3f}]' if ci else ''}; {fmt([r['macro_auroc'] for r in runs])} | {names} |")
+    return "\n".join(lines)
+
+
+def report_text(header, results, calibration, unseen, class_names, seeds):
+    return "\n\n".join(part for part in (
+        header, summarise(results, seeds),
+        "Default recipe at the full pool, per class (test folds 9-10):\n\n" + calibration_table(calibration, class_names)
+        if calibration else "",
+        "Unseen concepts (withheld from the targets with their synonyms and descendants):\n\n" + unseen_table(unseen) if unseen else "",
+    ) if part)
+
+
+def merge(folders):
+    runs = [json.loads((Path(f) / "study.json").read_text()) for f in folders]
+    results = [r for run in runs for r in run["results"]]
+    calibration = [c for run in runs for c in run["calibration"]]
+    unseen = [u for run in runs for u in run["unseen"]]
+    seeds = len({r["seed"] for r in results} | {u["seed"] for u in unseen})
+    header = (f"Merged from {len(runs)} runs ({', '.join(str(f) for f in folders)}; "
+              f"{sum(run['minutes'] for run in runs):.1f} process-minutes in all).")
+    print(report_text(header, results, calibration, unseen, runs[0]["class_names"], seeds))
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.merge:
+        return merge(args.merge)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data_dir = Path(args.data_dir)
+    if not (data_dir / "ptbxl_database.csv").is_file():
+        print(f"zero-shot study SKIPPED: no PTB-XL folder at {data_dir} (pass --data_dir or set SUPREME_SHARED_DATA)")
+        return 0
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    records = Records(data_dir, out / "datasets_cache", args.max_records)
+    entities = lexicon_entities(records)
+    print(f"[study] {len(records.ids)} records prepared, {len(entities)} reports read by the lexicon "
+          f"({time.perf_counter() - started:.0f} s); pool folds 1-6: {len(records.rows(POOL_FOLDS))}, "
+          f"validation folds 7-8: {len(records.rows(VALIDATION_FOLDS, True))}, test folds 9-10: {len(records.rows([9, 10], True))}", flush=True)
+    results, calibration, unseen = [], [], []
+
+    def record(result):
+        results.append(result)
+        print(f"[study] {result['kind']:9s} {result['encoder']:12s} pool {result['size']:>4s} seed {result['seed']}"
+              f"{' [' + result['ablation'] + ']' if result.get('ablation') else ''}: test macro AUROC "
+              f"{result['test_macro_auroc']:.3f} (val {result['val_macro_auroc'] or float('nan'):.3f}, {result['epochs_run']} epochs, "
+              f"{result['train_seconds']:.0f} s)", flush=True)
+
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        for size in args.sizes:
+            for kind in ("zero-shot", "supervised"):
+                result, _, scored = run_one(records, entities, kind, DEFAULT_ENCODER, size, seed, args)
+                record(result)
+                if kind == "zero-shot" and size == "all":
+                    calibration.append(calibration_summary(*scored, records.class_names, args.n_bootstrap, seed))
+        for encoder in args.encoders:
+            if encoder == DEFAULT_ENCODER:
+                continue
+            for kind in ("zero-shot", "supervised"):
+                record(run_one(records, entities, kind, encoder, "all", seed, args)[0])
+        for ablation in args.ablations:
+            result = run_one(records, entities, "zero-shot", DEFAULT_ENCODER, "all", seed, args, policies=ABLATIONS[ablation])[0]
+            result["ablation"] = ablation
+            record(result)
+        if not args.no_unseen:
+            unseen.append(unseen_protocol(records, entities, seed, args))
+            u = unseen[-1]
+            print(f"[study] unseen concepts seed {seed}: unseen {u.get('unseen', {}).get('macro_auroc')}, seen {u.get('seen', {}).get('macro_auroc')}", flush=True)
+
+    minutes = (time.perf_counter() - started) / 60
+    header = (f"Zero-shot study on {len(records.ids)} real PTB-XL records (pool folds 1-6, validation folds 7-8, test folds 9-10 = "
+              f"{len(records.rows(TEST_FOLDS, True))} records; 5 super classes), {minutes:.1f} minutes in all"
+              f"{' (--quick)' if args.quick else ''}.")
+    text = report_text(header, results, calibration, unseen, records.class_names, args.seeds)
+    print("\n" + text)
+    (out / "study.md").write_text(text + "\n")
+    (out / "study.json").write_text(json.dumps({"args": {k: v for k, v in vars(args).items()}, "minutes": minutes, "results": results,
+                                                "calibration": calibration, "unseen": unseen, "class_names": records.class_names},
+                                               indent=1, default=str))
+    print(f"\n[study] wrote {out / 'study.md'} and {out / 'study.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""Issue 14: the convolutional stem and old-config loading, ontology-aware targets, the not-mentioned
+policy, calibration, early stopping, the corpus-size recipe and the zero-shot study's command line."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO_ROOT, load_example
+
+
+# -- the convolutional stem ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [100, 500])
+def test_conv_stem_gives_the_linear_token_grid(rate):
+    from modeling_supreme import SuPreMEConfig
+    from modeling_supreme.modeling_supreme import SuPreMEConvStem, SuPreMEViTEncoder
+
+    config = SuPreMEConfig(sampling_rate=rate, ecg_num_layers=1)
+    assert config.ecg_patch_embedding == "conv"  # the default of a new config
+    encoder = SuPreMEViTEncoder(config).eval()
+    assert isinstance(encoder.patch_embedding, SuPreMEConvStem)
+    # A length that is not a whole number of patches: the stem must not produce a token more than the mask.
+    samples = config.num_samples - config.patch_size // 2
+    x, mask = torch.randn(2, 12, samples), torch.ones(2, samples, dtype=torch.bool)
+    tokens, token_mask = encoder(x, torch.ones(2, 12, dtype=torch.bool), mask)
+    assert tokens.shape == (2, samples // config.patch_size, config.ecg_hidden_size)
+    assert token_mask.shape == tokens.shape[:2]
+    linear = SuPreMEViTEncoder(SuPreMEConfig(sampling_rate=rate, ecg_num_layers=1, ecg_patch_embedding="linear"))
+    assert linear.patch_embedding(x).shape[-1] == tokens.shape[1]
+
+
+def test_stem_config_is_validated():
+    from modeling_supreme import SuPreMEConfig
+
+    with pytest.raises(ValueError, match="ecg_patch_embedding"):
+        SuPreMEConfig(ecg_patch_embedding="mlp")
+    with pytest.raises(ValueError, match="ecg_stem_channels"):
+        SuPreMEConfig(ecg_stem_channels=0)
+
+
+def test_old_checkpoints_without_the_field_load_as_linear(tmp_path):
+    from modeling_supreme import SuPreMEConfig, SuPreMEModel
+
+    old = SuPreMEModel(SuPreMEConfig(sampling_rate=100, ecg_num_layers=1, fusion_num_layers=1, ecg_patch_embedding="linear")).eval()
+    old.save_pretrained(tmp_path / "old")
+    config_file = tmp_path / "old" / "config.json"
+    saved = json.loads(config_file.read_text())
+    del saved["ecg_patch_embedding"], saved["ecg_stem_channels"]  # as written before the option existed
+    config_file.write_text(json.dumps(saved))
+    loaded = SuPreMEModel.from_pretrained(tmp_path / "old").eval()
+    assert loaded.config.ecg_patch_embedding == "linear"
+    x, q = torch.randn(2, 12, 1000), torch.randn(3, old.config.text_config.hidden_size)
+    with torch.no_grad():
+        assert torch.allclose(old(x, query_embeds=q).logits, loaded(x, query_embeds=q).logits, atol=1e-6)
+    # A new config keeps its conv stem through a save/load round trip.
+    SuPreMEConfig(sampling_rate=100).save_pretrained(tmp_path / "new")
+    assert SuPreMEConfig.from_pretrained(tmp_path / "new").ecg_patch_embedding == "conv"
+
+
+# -- ontology and targets -----------------------------------------------------------------------------
+
+
+def test_committed_ancestor_table_is_the_derivation_of_scp_statements(ptbxl_dir):
+    from processing.concepts.ontology import derive_ptbxl_ancestors, load_concept_ancestors
+
+    derived = derive_ptbxl_ancestors(ptbxl_dir / "scp_statements.csv")
+    assert {k: tuple(v) for k, v in derived.items()} == load_concept_ancestors()
+    assert derived["anteroseptal myocardial infarction"] == ["anterior myocardial infarction", "myocardial infarction"]
+    assert "normal ECG" not in derived
+
+
+def test_every_ancestor_is_a_vocabulary_concept():
+    from processing.concepts.ontology import load_concept_ancestors
+    from processing.concepts.vocabulary import load_concept_vocabulary
+
+    vocab = load_concept_vocabulary()
+    table = load_concept_ancestors()
+    assert table and all(c in vocab and all(p in vocab for p in parents) for c, parents in table.items())
+
+
+def _entities(rows):
+    return {rid: {"record_id": rid, "entities": [{"span": c, "concept": c, "status": s} for c, s in items], "error": None}
+            for rid, items in rows.items()}
+
+
+def test_targets_with_ancestors_and_withheld_concepts():
+    from modeling_supreme.training import build_targets
+    from processing.concepts.ontology import load_concept_ancestors
+
+    entities = _entities({
+        "a": [("anteroseptal myocardial infarction", "present")],
+        "b": [("inferior myocardial infarction", "uncertain"), ("myocardial infarction", "absent")],
+        "c": [("anteroseptal myocardial infarction", "absent")],
+        "d": [("sinus rhythm", "present")],
+    })
+    ids = list(entities)
+    plain = build_targets(ids, ids, entities, min_count=1, uncertain="positive")
+    assert "myocardial infarction" not in plain.concepts
+    expanded = build_targets(ids, ids, entities, min_count=1, uncertain="positive", ancestors=load_concept_ancestors())
+    column = expanded.concepts.index("myocardial infarction")
+    # a: implied by its child; b: the report's own "no infarction" stands; c: an absent child implies nothing.
+    assert expanded.targets[:, column].tolist() == [1.0, 0.0, 0.0, 0.0]
+    assert expanded.targets[0, expanded.concepts.index("anterior myocardial infarction")] == 1.0
+    assert expanded.targets[1, expanded.concepts.index("inferior myocardial infarction")] == 1.0
+    assert expanded.counts[column] == 1
+    withheld = build_targets(ids, ids, entities, min_count=1, uncertain="positive", ancestors=load_concept_ancestors(),
+                             withheld=["myocardial infarction", "anteroseptal myocardial infarction"])
+    assert "myocardial infarction" not in withheld.concepts and "anteroseptal myocardial infarction" not in withheld.concepts
+    assert withheld.report["withheld"] == ["anteroseptal myocardial infarction", "myocardial infarction"]
+
+
+def test_not_mentioned_policy():
+    from modeling_supreme.training import IGNORE_INDEX, PretrainingError, build_targets
+
+    entities = _entities({"a": [("sinus rhythm", "present")], "b": [("atrial fibrillation", "present"), ("sinus rhythm", "absent")],
+                          "c": [("atrial fibrillation", "present")]})
+    ids = list(entities)
+    negative = build_targets(ids, ids, entities, min_count=1)
+    ignored = build_targets(ids, ids, entities, min_count=1, not_mentioned="ignore")
+    sr, af = ignored.concepts.index("sinus rhythm"), ignored.concepts.index("atrial fibrillation")
+    assert negative.targets[2, sr] == 0.0 and ignored.targets[2, sr] == IGNORE_INDEX  # never mentioned
+    assert ignored.targets[1, sr] == 0.0  # said absent: a negative under either policy
+    assert ignored.targets[0, af] == IGNORE_INDEX and ignored.targets[1, af] == 1.0
+    with pytest.raises(PretrainingError, match="not_mentioned"):
+        build_targets(ids, ids, entities, min_count=1, not_mentioned="positive")
+
+
+# -- calibration, early stopping, recipe --------------------------------------------------------------
+
+
+def test_calibration_fit_reduces_ece_and_keeps_the_ranking():
+    from modeling_supreme.evaluation import (best_f1_thresholds, expected_calibration_error, f1_at_thresholds,
+                                             fit_logit_calibration, macro_auroc)
+
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(-1.5, 1.5, size=(600, 3))
+    labels = (rng.random((600, 3)) < 1 / (1 + np.exp(-true_logit))).astype(np.int8)
+    squashed = 1 / (1 + np.exp(-(0.3 * true_logit - 1.0)))  # too timid and too low, like untrained-for-it queries
+    val, test = slice(0, 300), slice(300, 600)
+    calibration = fit_logit_calibration(squashed[val], labels[val])
+    assert calibration.scale > 2.0  # it undoes the 0.3 squashing
+    calibrated = calibration.apply(squashed[test])
+    assert expected_calibration_error(calibrated, labels[test]) < 0.5 * expected_calibration_error(squashed[test], labels[test])
+    assert macro_auroc(calibrated, labels[test]) == pytest.approx(macro_auroc(squashed[test], labels[test]))
+    thresholds = best_f1_thresholds(squashed[val], labels[val])
+    tuned = f1_at_thresholds(squashed[test], labels[test], thresholds)
+    at_half = f1_at_thresholds(squashed[test], labels[test], [0.5] * 3)
+    assert all(t > h for t, h in zip(tuned, at_half))
+    per_class = fit_logit_calibration(squashed[val], labels[val], per_class_bias=True)
+    assert len(per_class.class_bias) == 3
+
+
+def test_ece_of_perfectly_calibrated_bins_is_zero():
+    from modeling_supreme.evaluation import expected_calibration_error
+
+    scores = np.array([[0.25]] * 4 + [[0.75]] * 4)
+    labels = np.array([[1], [0], [0], [0], [1], [1], [1], [0]])
+    assert expected_calibration_error(scores, labels) == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        expected_calibration_error(scores[:, 0], labels[:, 0])
+
+
+def test_early_stopping_keeps_the_best_and_counts_patience():
+    from modeling_supreme.training import EarlyStopping
+
+    stopper = EarlyStopping(patience=2)
+    decisions = [stopper.update(m, s) for s, m in enumerate([0.6, 0.7, 0.65, None, 0.69, 0.8])]
+    assert decisions == [False, False, False, False, True, False]
+    assert (stopper.best_metric, stopper.best_step) == (0.8, 5)
+    never = EarlyStopping(patience=0)
+    assert not any(never.update(0.5, s) for s in range(10))
+
+
+def test_recipe_by_corpus_size():
+    from modeling_supreme.training import default_recipe
+
+    small, large = default_recipe(300), default_recipe(800_000)
+    assert small.ecg_num_layers < large.ecg_num_layers == 12
+    assert small.learning_rate > large.learning_rate and small.num_train_epochs > large.num_train_epochs
+    assert small.mixed_precision == "bf16" and small.early_stopping_patience > 0
+    with pytest.raises(ValueError):
+        default_recipe(0)
+
+
+# -- the study's command line -------------------------------------------------------------------------
+
+
+def _study():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("zero_shot_study", REPO_ROOT / "benchmarks" / "zero_shot_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_study_arguments():
+    study = _study()
+    quick = study.parse_args(["--quick"])
+    assert quick.sizes == ["50", "all"] and quick.seeds == 1 and quick.encoders == ["vit-conv"] and quick.ablations == []
+    assert quick.max_epochs == 20
+    full = study.parse_args([])
+    assert full.sizes == ["50", "100", "200", "all"] and full.seeds == 3 and "resnet1d" in full.encoders
+    for bad in (["--sizes", "50,lots"], ["--encoders", "transformer"], ["--ablations", "no labels"], ["--seeds", "0"]):
+        with pytest.raises(SystemExit):
+            study.parse_args(bad)
+
+
+@pytest.mark.slow
+def test_study_runs_on_the_real_records(ptbxl_dir, tmp_path):
+    study = _study()
+    assert study.main(["--data_dir", str(ptbxl_dir), "--output_dir", str(tmp_path), "--sizes", "50", "--seeds", "1",
+                       "--encoders", "vit-conv", "--ablations", "", "--max_epochs", "1", "--n_bootstrap", "50"]) == 0
+    results = json.loads((tmp_path / "study.json").read_text())
+    kinds = {(r["kind"], r["size"]) for r in results["results"]}
+    assert kinds == {("zero-shot", "50"), ("supervised", "50")}
+    assert all(0.0 <= r["test_macro_auroc"] <= 1.0 for r in results["results"])
+    assert results["unseen"] and "unseen" in results["unseen"][0]
+    assert "| default recipe (vit-conv), pool 50 |" in (tmp_path / "study.md").read_text()
+
+
+def test_stored_calibration_maps_zero_shot_logits_and_keeps_rankings():
+    from modeling_supreme import SuPreMEConfig, SuPreMEModel
+
+    with pytest.raises(ValueError, match="zero_shot_logit_scale"):
+        SuPreMEConfig(zero_shot_logit_scale=0.0)
+    model = SuPreMEModel(SuPreMEConfig(sampling_rate=100, ecg_num_layers=1, fusion_num_layers=1)).eval()
+    x, q = torch.randn(3, 12, 1000), torch.randn(4, model.config.text_config.hidden_size)
+    with torch.no_grad():
+        raw = model.zero_shot_logits(x, query_embeds=q)
+        model.config.zero_shot_logit_scale, model.config.zero_shot_logit_bias = 2.5, -1.0
+        calibrated = model.zero_shot_logits(x, query_embeds=q)
+        training_logits = model(x, query_embeds=q).logits  # the training path stays uncalibrated
+    assert torch.allclose(calibrated, 2.5 * raw - 1.0, atol=1e-5)
+    assert torch.allclose(training_logits, raw, atol=1e-6)
+    assert torch.equal(calibrated.argsort(0), raw.argsort(0))
