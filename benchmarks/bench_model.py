@@ -84,7 +84,12 @@ def main():
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the int8 path (dynamic quantisation of the Linear layers)")
     parser.add_argument("--pipeline_repeats", type=int, default=3)
-    parser.add_argument("--num_workers", type=int, default=1, help="the pipeline's DataLoader workers")
+    parser.add_argument("--patch_embedding", choices=("conv", "linear"), default=None,
+                        help="the new model's ViT patch embedding (default: SuPreMEConfig's, the conv stem); "
+                             "linear is MERL's layout")
+    # 0 is the pipeline's own default. On this 2-core CPU a worker process competes with the model's two
+    # threads: 1 worker gave 65-74% of the raw forward, 0 workers 88-93% (same day, quiet machine).
+    parser.add_argument("--num_workers", type=int, default=0, help="the pipeline's DataLoader workers")
     parser.add_argument("--data_dir", default=os.environ.get("SUPREME_SHARED_DATA", "../shared/data"))
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's choice; on a CPU shared with other jobs 1 can be faster)")
@@ -104,7 +109,7 @@ def main():
         processor = ECGProcessor.from_pretrained(args.model)
         source = args.model
     else:
-        config = SuPreMEConfig()
+        config = SuPreMEConfig() if args.patch_embedding is None else SuPreMEConfig(ecg_patch_embedding=args.patch_embedding)
         model = SuPreMEModel(config).eval()
         processor = ECGProcessor.from_config(config)
         source = "new tiny model (random ECG side)"
