@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -36,21 +35,8 @@ from modeling_supreme.evaluation.benchmark import benchmark_prompts
 from modeling_supreme.evaluation.merl import RecordLocator, load_protocol, present_rows, read_split_file, split_dataset
 from modeling_supreme.evaluation.scoring import zero_shot_scores
 
-
-def median_time(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    return 2 * size**3 / median_time(lambda: torch.mm(a, b), repeats, warmup=2)
+# The timing helpers of the model benchmark (run as a script, this folder is on sys.path).
+from bench_model import matmul_peak, median_time
 
 
 def main():
@@ -68,7 +54,7 @@ def main():
     data_dir = Path(args.data_dir)
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs visible")
-    peak = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    peak = {"fp32": matmul_peak(torch.float32, repeats=5), "bf16": matmul_peak(torch.bfloat16, repeats=5)}
     print(f"matmul peak (2048^3): fp32 {peak['fp32'] / 1e12:.3f} TFLOP/s | bf16 {peak['bf16'] / 1e12:.3f} TFLOP/s")
 
     if args.model:

@@ -121,6 +121,19 @@ TINY_LABELS = ("atrial fibrillation", "sinus rhythm", "left bundle branch block"
 
 
 @pytest.fixture(scope="session")
+def synthetic_pretraining_corpus(tmp_path_factory) -> dict:
+    """Entities for a 160-record synthetic corpus (lexicon, as a user would extract them) and a cache folder."""
+    from datasets_scripts import iter_reports
+    from processing.reports.entities_file import run_extraction
+    from processing.reports.extraction import create_backend
+
+    folder = tmp_path_factory.mktemp("pretraining_corpus")
+    entities = folder / "entities.jsonl"
+    run_extraction(iter_reports("synthetic", num_records=160, seed=1), entities, create_backend("lexicon"), progress=False)
+    return {"entities": str(entities), "cache": str(folder / "cache")}
+
+
+@pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, generated_records) -> Path:
     """A saved 12-lead 500 Hz model (4 ViT layers) whose scores spread around 0.5.
 

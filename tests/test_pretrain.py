@@ -22,16 +22,8 @@ SCRIPT = REPO / "examples" / "pretrain.py"
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Entities for a 160-record synthetic corpus, extracted with the lexicon as a user would."""
-    from datasets_scripts import iter_reports
-    from processing.reports.entities_file import run_extraction
-    from processing.reports.extraction import create_backend
-
-    folder = tmp_path_factory.mktemp("corpus")
-    entities = folder / "entities.jsonl"
-    run_extraction(iter_reports("synthetic", num_records=160, seed=1), entities, create_backend("lexicon"), progress=False)
-    return {"entities": str(entities), "cache": str(folder / "cache")}
+def corpus(synthetic_pretraining_corpus):
+    return synthetic_pretraining_corpus
 
 
 def base_args(corpus, output_dir, *extra):

@@ -30,15 +30,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from datasets_scripts import iter_reports
-    from processing.reports.entities_file import run_extraction
-    from processing.reports.extraction import create_backend
-
-    folder = tmp_path_factory.mktemp("resume_corpus")
-    entities = folder / "entities.jsonl"
-    run_extraction(iter_reports("synthetic", num_records=160, seed=1), entities, create_backend("lexicon"), progress=False)
-    return {"entities": str(entities), "cache": str(folder / "cache")}
+def corpus(synthetic_pretraining_corpus):
+    return synthetic_pretraining_corpus
 
 
 def args_for(corpus, output_dir, *extra, records=48, steps=8, every=2):
