@@ -134,6 +134,20 @@ def test_missing_leads_are_drawn_as_absent_not_flat(signal):
     assert not _lines(only_v, "lead II") and "II: not recorded" in [t.get_text() for t in only_v.axes[0].texts]
 
 
+def test_a_lead_with_no_finite_sample_is_absent_and_an_all_nan_signal_an_error(signal):
+    gappy = signal.copy()
+    gappy[STANDARD_12_LEADS.index("aVL")] = np.nan  # never recorded
+    gappy[STANDARD_12_LEADS.index("V2"), 100:200] = np.nan  # a gap inside a recorded lead
+    figure = draw_ecg(gappy, sampling_rate=500, lead_names=STANDARD_12_LEADS)
+    texts = [text.get_text() for text in figure.axes[0].texts]
+    assert "aVL: not recorded" in texts and not _lines(figure, "lead aVL")
+    v2 = _lines(figure, "lead V2")
+    assert v2 and "V2: not recorded" not in texts
+    assert np.isfinite(np.concatenate([line.get_ydata() for line in v2])).mean() > 0.9  # only the gap is blank
+    with pytest.raises(ValueError, match="no lead has a finite sample"):
+        draw_ecg(np.full_like(signal, np.nan), sampling_rate=500, lead_names=STANDARD_12_LEADS)
+
+
 def test_title_with_top_scores(signal):
     scores = [{"label": "sinus rhythm", "score": 0.2}, {"label": "atrial fibrillation", "score": 0.9},
               {"label": "LBBB", "score": 0.5}, {"label": "RBBB", "score": 0.1}]

@@ -103,6 +103,14 @@ def as_paper_record(ecg: Any, sampling_rate: Optional[float] = None, lead_names:
         leads = canonical_lead_names(leads)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
+    # A lead without a single finite sample was not recorded (the reader's and the feature extractor's
+    # rule): it is drawn as absent, not as a labelled blank trace. NaN gaps inside a lead stay gaps.
+    recorded = np.isfinite(signal).any(axis=1)
+    if not recorded.any():
+        raise ValueError(f"{where}: no lead has a finite sample (all NaN/inf): nothing to draw")
+    if not recorded.all():
+        signal = signal[recorded]
+        leads = [lead for lead, keep in zip(leads, recorded) if keep]
     return ECGPaperRecord(signal=signal, lead_names=leads, sampling_rate=rate, record_id=record_id or rid)
 
 
@@ -187,7 +195,7 @@ def draw_ecg(
 
     index = {lead: i for i, lead in enumerate(record.lead_names)}
     rate = record.sampling_rate
-    centred = record.signal - np.median(record.signal, axis=1, keepdims=True)
+    centred = record.signal - np.nanmedian(record.signal, axis=1, keepdims=True)  # a NaN gap must not blank its lead
     label_size = 9
 
     def row_baseline(row: int) -> float:
