@@ -87,7 +87,7 @@ def _entities(rows):
 
 
 def test_targets_with_ancestors_and_withheld_concepts():
-    from modeling_supreme.training import build_targets
+    from modeling_supreme.training import PretrainingError, build_targets
     from processing.concepts.ontology import load_concept_ancestors
 
     entities = _entities({
@@ -110,6 +110,9 @@ def test_targets_with_ancestors_and_withheld_concepts():
                              withheld=["myocardial infarction", "anteroseptal myocardial infarction"])
     assert "myocardial infarction" not in withheld.concepts and "anteroseptal myocardial infarction" not in withheld.concepts
     assert withheld.report["withheld"] == ["anteroseptal myocardial infarction", "myocardial infarction"]
+    # a misspelt name would withhold nothing: refused, with the closest concept named
+    with pytest.raises(PretrainingError, match="'myocardial infraction' .*did you mean 'myocardial infarction'"):
+        build_targets(ids, ids, entities, min_count=1, withheld=["myocardial infraction"])
 
 
 def test_not_mentioned_policy():

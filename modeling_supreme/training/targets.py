@@ -90,6 +90,21 @@ def build_targets(train_ids, all_ids, entities, min_count, uncertain="ignore", a
     if not_mentioned not in NOT_MENTIONED_POLICIES:
         raise PretrainingError(f"--not_mentioned must be one of {NOT_MENTIONED_POLICIES}, got {not_mentioned!r}")
     withheld = set(withheld)
+    if withheld:
+        # A misspelt name would withhold nothing and the "unseen" concept would silently be a seen one.
+        from difflib import get_close_matches
+
+        from processing.concepts.vocabulary import load_concept_vocabulary
+
+        vocab = load_concept_vocabulary()
+        unknown_names = sorted(name for name in withheld if name not in vocab)
+        if unknown_names:
+            hints = {name: get_close_matches(name, list(vocab.names), n=2) for name in unknown_names}
+            raise PretrainingError(
+                "--withhold_concepts names no concept of the vocabulary: "
+                + "; ".join(f"{name!r}" + (f" (did you mean {', '.join(map(repr, close))}?)" if close else "")
+                            for name, close in hints.items())
+            )
     all_ids = set(all_ids)
     unknown = [rid for rid in entities if rid not in all_ids]
     if unknown and len(unknown) == len(entities):
