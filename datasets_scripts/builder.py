@@ -54,7 +54,7 @@ SUMMARY_JSON = "ecg_summary.json"
 SKIPPED_CSV = "skipped_records.csv"
 _PART_PREFIX = "_ecg_issues-"
 # Part of the cache key together with a hash of the builder modules' source code.
-CODE_VERSION = "2"
+CODE_VERSION = "3"  # 3: the missing_leads column
 
 
 @dataclass(frozen=True)
@@ -327,6 +327,7 @@ class ECGBuilder(datasets.GeneratorBasedBuilder):
             "record_id": entry.record_id,
             "patient_id": entry.patient_id,
             "lead_names": leads,
+            "missing_leads": [lead for lead in leads if lead in set(rec.missing_leads)],
             "sampling_rate": int(fs),
             "report": entry.report or "",
             "labels": list(entry.labels),

@@ -106,6 +106,9 @@ def ecg_features(class_names: Sequence[str], num_samples: Optional[int] = None, 
             "patient_id": datasets.Value("string"),
             **signal,
             "lead_names": datasets.List(datasets.Value("string")),
+            # leads the file names but without one valid sample: stored as 0 mV (the signal is one array), so
+            # the collator needs this list to mark them absent (lead_mask 0) instead of recorded and flat
+            "missing_leads": datasets.List(datasets.Value("string")),
             "sampling_rate": datasets.Value("int32"),
             "report": datasets.Value("string"),
             "labels": datasets.List(datasets.Value("string")),

@@ -47,6 +47,7 @@ COLUMN_MEANINGS = {
     "signal_int16": "the ECG as int16 counts, leads x samples (compact storage)",
     "signal_gain": "counts per millivolt, one per lead: signal = signal_int16 / signal_gain[:, None]",
     "lead_names": "canonical lead names (I, II, III, aVR, aVL, aVF, V1..V6), in the order of the signal's leads",
+    "missing_leads": "leads the source file names but without one valid sample, stored as 0 mV; absent, not flat",
     "sampling_rate": "samples per second (Hz)",
     "report": "the corpus's free-text report ('' where none)",
     "labels": "concept names (SuPreME concept vocabulary) of the configuration's label set",

@@ -177,7 +177,8 @@ class _DatasetRows(torch.utils.data.Dataset):
     def __init__(self, dataset):
         int16 = "signal" not in dataset.column_names
         columns = list(_INT16_COLUMNS if int16 else _ECG_COLUMNS[:1]) + list(_ECG_COLUMNS[1:])
-        columns += [name for name in ("record_id",) if name in dataset.column_names]  # named in error messages
+        # record_id is named in error messages; missing_leads marks leads stored as 0 mV but never recorded
+        columns += [name for name in ("record_id", "missing_leads") if name in dataset.column_names]
         self.dataset = dataset.select_columns(columns).with_format("numpy")
 
     def __len__(self):
@@ -195,6 +196,8 @@ def _row_input(row) -> dict:
     out = {"signal": signal, "sampling_rate": int(row["sampling_rate"]), "lead_names": [str(n) for n in row["lead_names"]]}
     if row.get("record_id") is not None:
         out["record_id"] = str(row["record_id"])
+    if row.get("missing_leads") is not None and len(row["missing_leads"]):
+        out["missing_leads"] = [str(n) for n in row["missing_leads"]]
     return out
 
 

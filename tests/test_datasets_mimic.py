@@ -110,3 +110,82 @@ def test_footprint_float32_and_compact_int16(mimic_dir, tmp_path):
     # and gives exactly the same millivolts through the one-line conversion
     a, b = default["train"][:], compact["train"][:]
     np.testing.assert_array_equal(a["signal"], (b["signal_int16"] / b["signal_gain"][:, :, None]).astype(np.float32))
+
+
+# An entirely missing lead cannot be left out of a leads x samples array: the builder stores it as 0 mV and
+# names it in missing_leads, so that every reader of the dataset marks it absent rather than recorded and flat.
+DEAD_LEAD_STUDIES = [
+    {"subject_id": 10002000, "study_id": 43000001, "reports": ["Sinus rhythm"], "nan": [("aVL", 0, 5000)]},
+] + [{"subject_id": 10002001 + i, "study_id": 43000002 + i, "reports": ["Sinus rhythm"]} for i in range(5)]
+
+
+@pytest.fixture(scope="module")
+def dead_lead_dir(tmp_path_factory):
+    return make_mimic_tree(tmp_path_factory.mktemp("mimic_dead_lead"), DEAD_LEAD_STUDIES)
+
+
+def _rows_by_id(ds):
+    return {row["record_id"]: row for split in ds.values() for row in split.with_format(None)}
+
+
+@pytest.mark.parametrize("storage", ["float32", "int16"])
+def test_an_entirely_missing_lead_is_absent_in_every_reader(dead_lead_dir, tmp_path, storage):
+    import datasets
+    import torch
+
+    from modeling_supreme import ECGProcessor, SuPreMEConfig
+    from modeling_supreme.training.data import PretrainingDataset
+    from processing.ecg.data_collator import ECGDataCollator
+
+    ds = load_ecg_dataset("mimic_iv_ecg", data_dir=str(dead_lead_dir), cache_dir=str(tmp_path / "c"),
+                          validation_fraction=0.0, test_fraction=0.0, signal_storage=storage, output=None)
+    rows = _rows_by_id(ds)
+    assert rows["43000001"]["missing_leads"] == ["aVL"]
+    assert all(rows[rid]["missing_leads"] == [] for rid in rows if rid != "43000001")
+    avl = STANDARD_12_LEADS.index("aVL")
+    collate = ECGDataCollator(ECGProcessor.from_config(SuPreMEConfig()), label_column=None, return_tensors="np")
+    train = ds["train"]
+    dead = train["record_id"].index("43000001")
+    batch = collate(train[:])
+    assert batch["lead_mask"][dead].tolist() == [lead != "aVL" for lead in STANDARD_12_LEADS]
+    assert batch["lead_mask"][[i for i in range(len(train)) if i != dead]].all()
+    assert np.all(batch["input_values"][dead, avl] == 0)
+    # the column survives Parquet and is read back by the collator the same way
+    parquet = tmp_path / "train.parquet"
+    train.to_parquet(str(parquet))
+    again = datasets.Dataset.from_parquet(str(parquet))
+    assert again[dead]["missing_leads"] == ["aVL"]
+    np.testing.assert_array_equal(collate(again[:])["lead_mask"], batch["lead_mask"])
+    # pre-training rows (lead-subset augmentation on every row) keep aVL absent whenever it is shown
+    targets = np.zeros((len(train), 1), dtype=np.float32)
+    pretraining = PretrainingDataset(train, list(range(len(train))), targets, seed=0, lead_subset_prob=1.0)
+    seen = 0
+    for epoch in range(12):
+        pretraining.set_epoch(epoch)
+        item = pretraining.__getitems__([dead])[0]
+        assert set(item["missing_leads"]) <= {"aVL"} and set(item["missing_leads"]) <= set(item["lead_names"])
+        out = collate([item])
+        assert not out["lead_mask"][0, avl]
+        seen += "aVL" in item["lead_names"]
+    assert seen  # the subset did include aVL in some epochs
+    assert isinstance(torch.as_tensor(out["lead_mask"]), torch.Tensor)
+
+
+def test_pipeline_scores_a_dataset_row_with_a_missing_lead_like_its_file(dead_lead_dir, tmp_path, tiny_checkpoint):
+    import modeling_supreme  # noqa: F401  (registers the task)
+    from transformers import pipeline
+
+    ds = load_ecg_dataset("mimic_iv_ecg", data_dir=str(dead_lead_dir), cache_dir=str(tmp_path / "c"),
+                          validation_fraction=0.0, test_fraction=0.0, output=None)
+    train = ds["train"]
+    row = train.select([train["record_id"].index("43000001")])
+    classifier = pipeline("zero-shot-ecg-classification", model=str(tiny_checkpoint))
+    labels = ["sinus rhythm", "atrial fibrillation", "left bundle branch block"]
+    from_row = classifier(row, candidate_labels=labels)[0]
+    from_file = classifier(str(next(dead_lead_dir.rglob("43000001.hea"))), candidate_labels=labels)
+    by_label = lambda out: {entry["label"]: entry["score"] for entry in out}  # noqa: E731
+    for label, score in by_label(from_file).items():
+        assert abs(by_label(from_row)[label] - score) < 1e-5
+    # without the column, the stored zeros would be taken as a recorded flat aVL and score differently
+    flat = classifier(row.remove_columns("missing_leads"), candidate_labels=labels)[0]
+    assert max(abs(by_label(flat)[k] - v) for k, v in by_label(from_file).items()) > 1e-4

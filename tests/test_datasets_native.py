@@ -64,7 +64,7 @@ def test_features_are_native_and_formats_give_float32_millivolts(corpus):
     name, ds = corpus
     split = ds["train"]
     features = split.features
-    assert set(features) == {"record_id", "patient_id", "signal", "lead_names", "sampling_rate", "report", "labels",
+    assert set(features) == {"record_id", "patient_id", "signal", "lead_names", "missing_leads", "sampling_rate", "report", "labels",
                              "label_ids", "multi_hot"}
     expected = {"ptbxl": datasets.Array2D((12, 1000), "float32"), "synthetic": datasets.Array2D((12, 1000), "float32"),
                 "cinc": datasets.List(datasets.List(datasets.Value("float32")))}[name]

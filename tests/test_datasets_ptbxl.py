@@ -103,9 +103,10 @@ def test_class_names_for_zero_shot(ptbxl_dir, cache, vocab):
 def test_examples_follow_the_data_contract(ptbxl_dir, cache):
     ds = load_ecg_dataset("ptbxl", "super", data_dir=str(ptbxl_dir), cache_dir=cache)
     ex = ds["train"][0]
-    assert set(ex) == {"record_id", "patient_id", "signal", "lead_names", "sampling_rate", "report", "labels",
+    assert set(ex) == {"record_id", "patient_id", "signal", "lead_names", "missing_leads", "sampling_rate", "report", "labels",
                        "label_ids", "multi_hot"}
     assert ex["signal"].dtype == np.float32 and ex["signal"].shape == (12, 5000)
+    assert ex["missing_leads"] == []  # every PTB-XL lead is recorded
     assert ex["lead_names"] == list(STANDARD_12_LEADS) and ex["sampling_rate"] == 500
     # decoded values equal the reader's (and so wfdb's) float32 millivolts
     ref = read_wfdb_record(ptbxl_dir / "records500" / "00000" / f"{int(ex['record_id']):05d}_hr")

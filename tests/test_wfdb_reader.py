@@ -202,7 +202,9 @@ def test_too_many_nan_samples_and_all_nan_lead(tmp_path, signal):
     base = _with_nan(tmp_path, signal, "dead_lead", [(4, 0, 5000)])
     rec = read_wfdb_record(base, warn=False)
     assert np.all(rec.signal[4] == 0)
-    assert any("flat" in i for i in rec.issues)
+    assert rec.missing_leads == ["aVL"]
+    # said as what it is: absent, not "interpolated" and then "flat"
+    assert rec.issues == ["5000 missing (NaN) samples in lead(s) aVL: no valid sample, treated as absent (missing_leads)"]
 
 
 def test_implausible_amplitude_warns_with_record_name(tmp_path, signal):

@@ -147,6 +147,7 @@ def physical_to_digital(
     missing = ~np.isfinite(x)
     n_nan = int(missing.sum())
     issues: List[str] = []
+    missing_leads = [leads[i] for i in np.flatnonzero(missing.all(axis=1))]
     if n_nan:
         bad = [leads[i] for i in np.flatnonzero(missing.any(axis=1))]
         if nan_policy == "raise":
@@ -169,7 +170,7 @@ def physical_to_digital(
     issues.extend(_amplitude_issues(digital, gain, list(leads), None))
     return DigitalRecord(
         record_id=record_id, digital=digital, gain=gain, lead_names=list(leads), sampling_rate=int(fs),
-        path=path, n_nan=n_nan, issues=issues, fast_path=False,
+        path=path, n_nan=n_nan, issues=issues, fast_path=False, missing_leads=missing_leads,
     )
 
 

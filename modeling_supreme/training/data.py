@@ -57,13 +57,17 @@ class PretrainingDataset(torch.utils.data.Dataset):
         out = []
         for k, (i, row) in enumerate(zip(indices, rows_from_batch(batch))):
             signal, leads = row_signal(row), list(row["lead_names"])
+            missing = [] if row.get("missing_leads") is None else [str(lead) for lead in row["missing_leads"]]
             rng = np.random.default_rng([self.seed, self.epoch, int(i)])
             if self.lead_subset_prob > 0 and rng.random() < self.lead_subset_prob:
                 keep = random_lead_subset(rng, leads)
                 signal = signal[[leads.index(lead) for lead in keep]]
                 leads = keep
+                missing = [lead for lead in missing if lead in keep]
+                if len(missing) == len(leads):  # only unrecorded leads drawn: show the record's recorded ones
+                    signal, leads, missing = row_signal(row), list(row["lead_names"]), [str(x) for x in row["missing_leads"]]
             out.append({"signal": signal, "sampling_rate": int(row["sampling_rate"]), "lead_names": leads,
-                        "record_id": row["record_id"], "targets": self.targets[i]})
+                        "missing_leads": missing, "record_id": row["record_id"], "targets": self.targets[i]})
         return out
 
 

@@ -117,6 +117,7 @@ class ECGDataCollator:
                     raise ValueError(f"{where} has no {key!r}; rows must follow the data contract of datasets_scripts")
             records.append({"signal": row_signal(row, where), "sampling_rate": _scalar(row["sampling_rate"]),
                             "lead_names": [str(name) for name in row["lead_names"]],
+                            "missing_leads": _names(row.get("missing_leads")),
                             "record_id": row.get("record_id")})
         # dataset rows were read and checked by the WFDB reader when their builder ran: no repeated warnings
         batch = dict(self.feature_extractor(records, return_tensors="np", check_amplitude=False))
@@ -155,6 +156,11 @@ class ECGDataCollator:
         if len({v.shape for v in vectors}) != 1:
             raise ValueError(f"{self.label_column!r} vectors of the batch differ in length: {sorted({v.shape for v in vectors})}")
         return np.stack(vectors)
+
+
+def _names(value) -> List[str]:
+    """A list of names from a column value in any format (None, a list, a numpy array of strings)."""
+    return [] if value is None else [str(name) for name in value]
 
 
 def _scalar(value):

@@ -163,7 +163,8 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
                 rate = get("sampling_rate", None) or rate
                 names = get("lead_names", None) or names
                 record_units = get("units", None) or units
-                missing_leads = get("missing_leads", None) or ()
+                missing_leads = get("missing_leads", None)
+                missing_leads = () if missing_leads is None else list(missing_leads)  # any format: list, numpy
                 checked = _is_record_object(item) and not isinstance(item, dict)  # read (and checked) by the reader
             else:
                 signal = item
@@ -222,14 +223,21 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
                 f"at least {self.min_duration:g} s is required"
             )
         signal = signal.astype(np.float32, copy=True)
-        for lead in record.get("missing_leads") or ():  # filled by the reader, never recorded: absent
-            if lead in names:
-                signal[names.index(lead)] = np.nan
+        declared = set()  # filled by the reader or the dataset builder, never recorded: absent, no new warning
+        try:
+            declared_leads = canonical_lead_names([str(lead) for lead in record.get("missing_leads", ())])
+        except ValueError as err:
+            raise ValueError(f"{name}: missing_leads: {err}") from None
+        for lead in declared_leads:
+            if lead not in names:
+                raise ValueError(f"{name}: missing_leads names {lead!r}, which is not one of its leads {list(names)}")
+            signal[names.index(lead)] = np.nan
+            declared.add(lead)
         missing_before = ~np.isfinite(signal)
         present = self._repair_nans(signal, names, name)
         if not record.get("checked") and missing_before.any():  # the reader already reported its records' gaps
             gaps = [names[i] for i in np.flatnonzero(missing_before.any(axis=1) & present)]
-            absent = [names[i] for i in np.flatnonzero(~present)]
+            absent = [names[i] for i in np.flatnonzero(~present) if names[i] not in declared]
             parts = []
             if gaps:
                 parts.append(f"{int(missing_before[present].sum())} missing (NaN/inf) samples in lead(s) "
@@ -237,7 +245,8 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
             if absent:
                 parts.append(f"lead(s) {', '.join(absent)} with more than {self.max_nan_fraction:.0%} missing samples "
                              "treated as absent (lead_mask 0)")
-            warnings.warn(f"{name}: {'; '.join(parts)}", ECGDataWarning, stacklevel=3)
+            if parts:
+                warnings.warn(f"{name}: {'; '.join(parts)}", ECGDataWarning, stacklevel=3)
         if check_amplitude and not record.get("checked"):
             rows = np.flatnonzero(present)
             for issue in amplitude_issues(signal[rows], [names[i] for i in rows]):

@@ -566,7 +566,13 @@ def read_digital(
             )
         digital = digital.astype(work_dtype) - baseline[:, None].astype(work_dtype)
         action = {"interpolate": "interpolated", "zero": "set to 0 mV", "keep": "kept as NaN"}[nan_policy]
-        issues.append(f"{n_nan} missing (NaN) samples in lead(s) {', '.join(bad_leads)}, {action}")
+        dead = missing.all(axis=1)
+        gap_leads = [lead for lead in bad_leads if lead not in missing_leads]
+        if gap_leads:
+            issues.append(f"{int(missing[~dead].sum())} missing (NaN) samples in lead(s) {', '.join(gap_leads)}, {action}")
+        if missing_leads:  # nothing to interpolate from: say what it is, not "interpolated" and "flat"
+            issues.append(f"{int(missing[dead].sum())} missing (NaN) samples in lead(s) {', '.join(missing_leads)}: "
+                          "no valid sample, treated as absent (missing_leads)")
         if nan_policy in ("interpolate", "zero"):
             _fill_missing(digital, missing, interpolate=nan_policy == "interpolate")
             missing = None
@@ -576,7 +582,8 @@ def read_digital(
         digital = digital.astype(work_dtype) - baseline[:, None].astype(work_dtype)
 
     if check_amplitude:
-        issues.extend(_amplitude_issues(digital, gain, leads, missing))
+        dead_rows = np.array([lead in missing_leads for lead in leads]) if missing_leads else None
+        issues.extend(_amplitude_issues(digital, gain, leads, missing, skip=dead_rows))
 
     rec = DigitalRecord(
         record_id=rid, digital=digital, gain=gain, lead_names=leads, sampling_rate=int(round(h.fs)),
