@@ -130,6 +130,34 @@ def test_symlinked_signal_file_pointing_outside_is_refused(tmp_path, signal):
         read_wfdb_record(base)
 
 
+def _multi_segment(folder: Path, signal, name="multi"):
+    for k in (1, 2):
+        write_wfdb_dat(folder, f"{name}_{k}", signal)
+    n = signal.shape[1]
+    (folder / f"{name}.hea").write_text(f"{name}/2 12 500 {2 * n}\n{name}_1 {n}\n{name}_2 {n}\n")
+    return folder / name
+
+
+def test_multi_segment_record_inside_its_folder_is_read(tmp_path, signal):
+    rec = read_wfdb_record(_multi_segment(tmp_path / "records", signal))
+    assert rec.signal.shape == (12, 2 * signal.shape[1])
+
+
+@pytest.mark.parametrize("what", ["segment header", "segment signal file"])
+def test_multi_segment_record_with_a_segment_leading_outside_is_refused(tmp_path, signal, what):
+    outside = write_wfdb_dat(tmp_path / "elsewhere", "x", signal)
+    base = _multi_segment(tmp_path / "records", signal)
+    link = base.parent / ("multi_2.hea" if what == "segment header" else "multi_2.dat")
+    link.unlink()
+    link.symlink_to(outside.with_suffix(link.suffix))
+    if what == "segment header":  # the linked header names x.dat: put it beside, so only the link is wrong
+        (base.parent / "x.dat").write_bytes(outside.with_suffix(".dat").read_bytes())
+    message = r"segment 'multi_2' lies outside" if what == "segment header" else r"in segment 'multi_2'.*outside the record's folder"
+    with pytest.raises(RecordError, match=message):
+        read_wfdb_record(base)
+    read_wfdb_record(base, allow_external_files=True)  # an explicit opt-in still reads it
+
+
 # ------------------------------------------------------------------------------------------------
 # Class 3: header text decoded as UTF-8 (Latin-1 only for headers that are not UTF-8)
 

@@ -150,6 +150,7 @@ class WFDBHeader:
     sig_names: List[str]
     comments: List[str]
     multi_segment: bool = False
+    segment_names: List[str] = field(default_factory=list)  # multi-segment records: "~" marks a gap
 
 
 # ------------------------------------------------------------------------------------------------
@@ -213,6 +214,8 @@ def parse_header_text(text: str, where: str = "") -> WFDBHeader:
         multi_segment=multi_segment,
     )
     if header.multi_segment:
+        # segment lines: "<record name> <samples>"; each segment is a record of its own in the same folder
+        header.segment_names = [line.split()[0] for line in body[1 : 1 + int(m.group("nseg"))] if line.split()]
         return header
     sig_lines = body[1:]
     if len(sig_lines) < n_sig:
@@ -328,6 +331,20 @@ def check_signal_files(base: Path, header: WFDBHeader, allow_external_files: boo
     if allow_external_files:
         return
     folder = base.parent.resolve()
+    for segment in dict.fromkeys(header.segment_names):  # a multi-segment record: every segment's files too
+        if segment == "~":
+            continue
+        seg_base = base.parent / segment
+        resolved = seg_base.with_suffix(".hea").resolve()  # a symlinked segment header counts where it leads
+        if Path(segment).is_absolute() or (folder != resolved.parent and folder not in resolved.parents):
+            raise RecordError(
+                f"{base}: segment {segment!r} lies outside the record's folder {folder}; "
+                "pass allow_external_files=True to read it"
+            )
+        try:
+            check_signal_files(seg_base, read_header(seg_base))
+        except RecordError as err:
+            raise RecordError(f"{base}: in segment {segment!r}: {err}") from None
     for name in dict.fromkeys(header.file_names):
         if name == "~":  # WFDB's "no signal file" marker
             continue
