@@ -53,6 +53,8 @@ SCORING_CHOICES = (INDEPENDENT, SOFTMAX)
 HEADER_SUFFIX = ".hea"
 SIGNAL_SUFFIXES = (".dat", ".mat")
 MAX_CONDITIONS = 64
+# Per uploaded file. A 10 s 12-lead record at 500 Hz is 120 kB; 25 MB still takes a 24-hour Holter lead pair.
+MAX_UPLOAD_SIZE = "25mb"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -245,8 +247,13 @@ class ECGDemo:
         return blocks
 
     def launch(self, blocks=None, **launch_args):
-        """Build (unless given) and launch; Gradio's uploads go under the app's temporary root."""
+        """Build (unless given) and launch; Gradio's uploads go under the app's temporary root.
+
+        Uploads are capped at ``MAX_UPLOAD_SIZE`` per file unless ``max_file_size`` is given: Gradio
+        accepts any size by default, and a public Space would then store whatever it is sent.
+        """
         blocks = blocks or self.build()
+        launch_args.setdefault("max_file_size", MAX_UPLOAD_SIZE)
         return blocks.launch(**launch_args)
 
 

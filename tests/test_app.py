@@ -159,7 +159,7 @@ def served(demo):
     """The app running on a free loopback port."""
     blocks = demo.build()
     port = free_port()
-    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(blocks, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/", blocks
     blocks.close()
 
@@ -310,3 +310,22 @@ def test_a_real_challenge_record_in_mat_format(demo, cinc2021_dir):
     assert {row[0] for row in rows} == {"E07500"} and image is not None
     _, _, message = demo.analyse([str(record) + ".hea"], None, CONDITIONS, SOFTMAX)
     assert "E07500: signal file E07500.mat not found" in message
+
+
+def test_uploads_over_the_size_cap_are_refused(served, demo, tmp_path):
+    import requests
+
+    from modeling_supreme.app import MAX_UPLOAD_SIZE
+
+    url, _ = served
+    assert MAX_UPLOAD_SIZE == "25mb"
+    big = tmp_path / "huge.dat"
+    big.write_bytes(b"\0" * (26 * 2**20))
+    with open(big, "rb") as handle:
+        answer = requests.post(url + "gradio_api/upload", files={"files": ("huge.dat", handle)}, timeout=120)
+    assert answer.status_code == 413 and "maximum" in answer.text.lower()
+    assert not list(demo.upload_cache.rglob("huge.dat"))  # nothing of it kept
+    small = tmp_path / "small.dat"
+    small.write_bytes(b"\0" * 1024)
+    with open(small, "rb") as handle:
+        assert requests.post(url + "gradio_api/upload", files={"files": ("small.dat", handle)}, timeout=60).ok
