@@ -9,6 +9,7 @@ Examples::
     python examples/extract_entities.py --dataset mimic_iv_ecg --data_dir /data/mimic-iv-ecg \\
         --backend openai --base_url http://localhost:8000/v1 --model meta-llama/Llama-3.3-70B-Instruct \\
         --concurrency 64 --timeout 120 --max_retries 3 --output mimic_entities.jsonl
+    # (--client openai uses the official openai client; --reports_per_request 8 puts 8 reports in a request)
 
     # a local causal LM through transformers
     python examples/extract_entities.py --reports_csv reports.csv --id_column id --text_column text \\
@@ -26,7 +27,7 @@ from typing import Iterator, Optional, Tuple
 
 from datasets_scripts import parse_corpus_args
 from processing.reports.entities_file import run_extraction
-from processing.reports.extraction import BACKENDS, create_backend
+from processing.reports.extraction import BACKENDS, OPENAI_CLIENTS, create_backend
 
 
 def iter_csv_reports(path: str, id_column: str, text_column: str) -> Iterator[Tuple[str, str]]:
@@ -76,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--base_url", help="openai: server URL, e.g. http://localhost:8000/v1")
     llm.add_argument("--api_key_env", default="OPENAI_API_KEY",
                      help="openai: name of the environment variable holding the API key (never pass a key on the command line)")
+    llm.add_argument("--client", choices=OPENAI_CLIENTS, default="httpx",
+                     help="openai: the lean asyncio httpx client (default) or the official openai client")
+    llm.add_argument("--reports_per_request", type=int, default=1,
+                     help="openai, httpx client: reports per request (answers keyed by id, checked strictly)")
+    llm.add_argument("--no_batch_fallback", action="store_true",
+                     help="openai, httpx client: do not ask again alone a report a batched answer got wrong")
     llm.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
     llm.add_argument("--timeout", type=float, default=60.0, help="openai: seconds per request")
     llm.add_argument("--max_retries", type=int, default=2, help="openai: retries per request (exponential back-off)")
@@ -97,9 +104,17 @@ def make_backend(args):
     if not args.model:
         raise SystemExit(f"--backend {args.backend} needs --model")
     if args.backend == "openai":
-        return create_backend("openai", model=args.model, base_url=args.base_url, api_key=os.environ.get(args.api_key_env),
-                              concurrency=args.concurrency, timeout=args.timeout, max_retries=args.max_retries,
-                              max_tokens=args.max_new_tokens, json_mode=args.json_mode, **common)
+        if args.client == "httpx":
+            common.update(reports_per_request=args.reports_per_request, batch_fallback=not args.no_batch_fallback)
+        elif args.reports_per_request != 1:
+            raise SystemExit("--reports_per_request needs --client httpx")
+        try:
+            return create_backend("openai", client=args.client, model=args.model, base_url=args.base_url,
+                                  api_key=os.environ.get(args.api_key_env), concurrency=args.concurrency,
+                                  timeout=args.timeout, max_retries=args.max_retries, max_tokens=args.max_new_tokens,
+                                  json_mode=args.json_mode, **common)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}")
     return create_backend("transformers", model=args.model, batch_size=args.llm_batch_size,
                           max_new_tokens=args.max_new_tokens, device=args.device, **common)
 
@@ -128,7 +143,9 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     records, total = record_source(args)
     backend = make_backend(args)
-    batch_size = args.batch_size or (1024 if args.backend == "lexicon" else max(64, args.concurrency * 4))
+    # openai: enough records per written batch to keep every connection busy (a batch waits for its slowest request)
+    per_request = args.reports_per_request if args.backend == "openai" and args.client == "httpx" else 1
+    batch_size = args.batch_size or (1024 if args.backend == "lexicon" else max(64, args.concurrency * per_request * 8))
     try:
         stats = run_extraction(limited(records, args.limit), args.output, backend, batch_size=batch_size,
                                progress=not args.no_progress, total=args.limit or total, retry_errors=args.retry_errors,

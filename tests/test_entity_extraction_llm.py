@@ -11,7 +11,7 @@ from processing.concepts.vocabulary import vocabulary_from_dict
 from processing.reports.entities_file import read_entities_file, run_extraction
 from processing.reports.extraction import create_backend, extract_entities
 from processing.reports.concept_mapping import ConceptMapper
-from processing.reports.llm import AnswerError, OpenAIBackend, build_messages, parse_llm_answer, repair_messages
+from processing.reports.llm import AnswerError, build_messages, parse_llm_answer, repair_messages
 
 # ------------------------------------------------------------------------------------------- schema
 
@@ -290,15 +290,29 @@ def chat_server():
     server.close()
 
 
-def make_openai(server, **kwargs):
+@pytest.fixture(params=["httpx", "openai"])
+def client(request):
+    """Both clients of the openai backend must behave the same (only their error wording differs)."""
+    return request.param
+
+
+TIMEOUT_ERROR = {"httpx": "request failed after retries: timeout after 0.5 s (2 tries)",
+                 "openai": "request failed after retries: APITimeoutError"}
+SERVER_ERROR = {"httpx": "request failed after retries: HTTP 500: model overloaded (2 tries)",
+                "openai": "request failed after retries: InternalServerError"}
+
+
+def make_openai(server, client="httpx", **kwargs):
     options = dict(base_url=server.base_url, api_key="test-key", concurrency=4, timeout=1.0, max_retries=1,
-                   include_vocabulary=False, use_encoder=False)
+                   include_vocabulary=False, use_encoder=False, client=client)
+    if client == "httpx":
+        options["retry_backoff"] = 0.01
     options.update(kwargs)
     return create_backend("openai", model="test-model", **options)
 
 
-def test_openai_backend_valid_fenced_and_repaired_answers(chat_server):
-    backend = make_openai(chat_server)
+def test_openai_backend_valid_fenced_and_repaired_answers(chat_server, client):
+    backend = make_openai(chat_server, client)
     try:
         valid, fenced, repaired, empty = backend.extract_batch(
             ["VALID Vorhofflimmern, Herzgeräusch, kein LSB", "FENCED report", "REPAIR report", "EMPTYLIST report"])
@@ -318,8 +332,8 @@ def test_openai_backend_valid_fenced_and_repaired_answers(chat_server):
     assert chat_server.count("VALID") == 1 and chat_server.count("FENCED") == 1
 
 
-def test_openai_backend_invalid_slow_and_failing_replies_become_errors(chat_server):
-    backend = make_openai(chat_server, timeout=0.5, max_retries=1)
+def test_openai_backend_invalid_slow_and_failing_replies_become_errors(chat_server, client):
+    backend = make_openai(chat_server, client, timeout=0.5, max_retries=1)
     try:
         results = backend.extract_batch(["INVALID report", "BADSCHEMA report", "SLOW report", "ERROR500 report", "VALID ok"])
     finally:
@@ -327,8 +341,8 @@ def test_openai_backend_invalid_slow_and_failing_replies_become_errors(chat_serv
     invalid, badschema, slow, failing, ok = results
     assert invalid.error.startswith("invalid answer after one repair attempt") and invalid.entities == []
     assert "status 'maybe'" in badschema.error
-    assert slow.error.startswith("request failed after retries: APITimeoutError")
-    assert failing.error.startswith("request failed after retries: InternalServerError")
+    assert slow.error.startswith(TIMEOUT_ERROR[client])
+    assert failing.error.startswith(SERVER_ERROR[client])
     assert ok.error is None and ok.entities
     # One answer plus one repair for invalid answers; one try plus one retry for timeouts and 500s.
     assert chat_server.count("INVALID") == 2 and chat_server.count("BADSCHEMA") == 2
@@ -336,8 +350,8 @@ def test_openai_backend_invalid_slow_and_failing_replies_become_errors(chat_serv
     # The slow reply (3 s on the server) was cut by the 0.5 s timeout, twice: a timeout error, never its answer.
 
 
-def test_openai_backend_bounds_concurrency(chat_server):
-    backend = make_openai(chat_server, concurrency=3, timeout=5.0)
+def test_openai_backend_bounds_concurrency(chat_server, client):
+    backend = make_openai(chat_server, client, concurrency=3, timeout=5.0)
     try:
         results = backend.extract_batch([f"DELAY report {i}" for i in range(9)])
     finally:
@@ -346,9 +360,9 @@ def test_openai_backend_bounds_concurrency(chat_server):
     assert 2 <= chat_server.max_in_flight <= 3
 
 
-def test_openai_backend_through_the_corpus_runner_with_encoder_mapping(chat_server, tmp_path, small_mapper):
-    backend = OpenAIBackend("test-model", base_url=chat_server.base_url, api_key="k", concurrency=2, timeout=0.5,
-                            max_retries=0, mapper=small_mapper)
+def test_openai_backend_through_the_corpus_runner_with_encoder_mapping(chat_server, tmp_path, small_mapper, client):
+    backend = create_backend("openai", client=client, model="test-model", base_url=chat_server.base_url, api_key="k",
+                             concurrency=2, timeout=0.5, max_retries=0, mapper=small_mapper)
     out = tmp_path / "llm.jsonl"
     records = [("r1", "VALID one"), ("r2", "INVALID two"), ("r3", "VALID one"), ("r4", "SLOW four")]
     try:
@@ -375,10 +389,14 @@ def test_openai_backend_through_the_corpus_runner_with_encoder_mapping(chat_serv
 def test_openai_backend_needs_a_model_name():
     with pytest.raises(TypeError, match="needs model="):
         create_backend("openai", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(ValueError, match="unknown client 'curl'"):
+        create_backend("openai", model="m", client="curl")
+    with pytest.raises(TypeError, match="reports_per_request"):
+        create_backend("openai", model="m", client="openai", reports_per_request=4, use_encoder=False)
 
 
-def test_extract_entities_accepts_an_llm_backend_object(chat_server):
-    backend = make_openai(chat_server)
+def test_extract_entities_accepts_an_llm_backend_object(chat_server, client):
+    backend = make_openai(chat_server, client)
     try:
         result = extract_entities("VALID single report", backend=backend)
     finally:

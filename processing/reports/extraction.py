@@ -10,7 +10,10 @@ Backends:
 
 * ``"lexicon"`` (default): deterministic, no model (:mod:`processing.reports.lexicon`).
 * ``"transformers"``: a local causal LM (:class:`processing.reports.llm.TransformersBackend`).
-* ``"openai"``: an OpenAI-compatible server (:class:`processing.reports.llm.OpenAIBackend`).
+* ``"openai"``: an OpenAI-compatible server, through a lean asyncio ``httpx`` client
+  (:class:`processing.reports.llm_http.HTTPChatBackend`, ``client="httpx"``, the default; optionally
+  several reports per request) or the official ``openai`` client
+  (:class:`processing.reports.llm.OpenAIBackend`, ``client="openai"``).
 
 For corpus-scale runs that write the resumable entities file, see
 :func:`processing.reports.entities_file.run_extraction` and ``examples/extract_entities.py``.
@@ -23,9 +26,11 @@ from typing import Iterable, List, Optional, Sequence, Union
 from ..concepts.vocabulary import ConceptVocabulary, load_concept_vocabulary
 from .lexicon import LexiconExtractor
 from .llm import OpenAIBackend, TransformersBackend
+from .llm_http import HTTPChatBackend
 from .result import ABSENT, PRESENT, STATUSES, UNCERTAIN, ExtractionResult, ReportInput, decode_report, report_sha256
 
 BACKENDS = ("lexicon", "transformers", "openai")
+OPENAI_CLIENTS = ("httpx", "openai")
 
 
 class LexiconBackend:
@@ -59,8 +64,10 @@ def create_backend(backend: str = "lexicon", **kwargs):
 
     ``"lexicon"`` takes ``vocabulary``; ``"transformers"`` takes ``model`` (path or loaded model),
     ``tokenizer``, ``batch_size``, ``max_new_tokens``, ``device``, ``dtype``...; ``"openai"`` takes
-    ``model``, ``base_url``, ``api_key``, ``concurrency``, ``timeout``, ``max_retries``... (see
-    :mod:`processing.reports.llm`). The LLM backends also take ``similarity_threshold``,
+    ``model``, ``base_url``, ``api_key``, ``concurrency``, ``timeout``, ``max_retries``... and ``client``
+    (``"httpx"``, the default: :class:`~processing.reports.llm_http.HTTPChatBackend`, which also takes
+    ``reports_per_request``, ``batch_fallback`` and ``retry_backoff``; or ``"openai"``:
+    :class:`~processing.reports.llm.OpenAIBackend`). The LLM backends also take ``similarity_threshold``,
     ``use_encoder``, ``include_vocabulary``, ``mapper`` and ``vocabulary``.
     """
     key = str(backend).strip().lower()
@@ -76,7 +83,15 @@ def create_backend(backend: str = "lexicon", **kwargs):
     if key == "openai":
         if not kwargs.get("model"):
             raise TypeError("the openai backend needs model= (the model name the server serves)")
-        return OpenAIBackend(kwargs.pop("model"), **kwargs)
+        client = str(kwargs.pop("client", "httpx")).strip().lower()
+        if client == "httpx":
+            return HTTPChatBackend(kwargs.pop("model"), **kwargs)
+        if client == "openai":
+            only_httpx = {"reports_per_request", "batch_fallback", "retry_backoff"} & set(kwargs)
+            if only_httpx:
+                raise TypeError(f"client='openai' takes no argument(s) {sorted(only_httpx)}; use client='httpx'")
+            return OpenAIBackend(kwargs.pop("model"), **kwargs)
+        raise ValueError(f"unknown client {client!r} for the openai backend; choose one of {OPENAI_CLIENTS}")
     raise ValueError(f"unknown extraction backend {backend!r}; choose one of {BACKENDS}")
 
 
@@ -101,7 +116,8 @@ def extract_entities(reports: Union[ReportInput, Iterable[ReportInput]], backend
     try:
         texts = [decode_report(r)[0] for r in items]
         unique = list(dict.fromkeys(texts))
-        chunk = 256 if getattr(engine, "name", "") == "lexicon" else 32
+        # Large chunks keep an asynchronous client's pipe full: each chunk waits for its slowest request.
+        chunk = 256 if getattr(engine, "name", "") == "lexicon" else max(32, 8 * getattr(engine, "concurrency", 4))
         results = {}
         bar = None
         if progress:
@@ -129,4 +145,4 @@ def _copy(result: ExtractionResult) -> ExtractionResult:
 
 
 __all__ = ["ExtractionResult", "LexiconBackend", "create_backend", "extract_entities", "decode_report", "report_sha256",
-           "BACKENDS", "STATUSES", "PRESENT", "ABSENT", "UNCERTAIN", "load_concept_vocabulary"]
+           "BACKENDS", "OPENAI_CLIENTS", "STATUSES", "PRESENT", "ABSENT", "UNCERTAIN", "load_concept_vocabulary"]

@@ -49,9 +49,11 @@ return one entity with:
 - "status": "present" if the report asserts it, "absent" if the report denies it, "uncertain" if it is suspected,
   possible, probable or not excluded.
 Skip patient history, medication, lab values and technical remarks that are not ECG findings.
-Answer with one JSON object and nothing else, exactly of the form
-{{"entities": [{{"span": "...", "concept": "...", "status": "present"}}]}}
-and with {{"entities": []}} when the report states no finding."""
+{answer_form}"""
+
+_SINGLE_ANSWER_FORM = """Answer with one JSON object and nothing else, exactly of the form
+{"entities": [{"span": "...", "concept": "...", "status": "present"}]}
+and with {"entities": []} when the report states no finding."""
 
 _EXAMPLE_REPORT = "Sinusrhythmus, Linkstyp. Kein Hinweis auf Vorhofflimmern. V.a. alten Hinterwandinfarkt."
 _EXAMPLE_ANSWER = json.dumps({"entities": [
@@ -67,6 +69,15 @@ class AnswerError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------- prompting
+def system_prompt(vocabulary: Optional[ConceptVocabulary], include_vocabulary: bool, answer_form: str) -> str:
+    """The system prompt: what to extract, the vocabulary hint, then ``answer_form`` (the JSON to return)."""
+    hint = ""
+    if include_vocabulary and vocabulary is not None:
+        hint = ("; prefer one of these names when it fits: " + "; ".join(vocabulary.names)
+                + " (use another precise name when none fits)")
+    return _SYSTEM_PROMPT.format(vocabulary_hint=hint, answer_form=answer_form)
+
+
 def build_messages(report: str, vocabulary: Optional[ConceptVocabulary] = None, include_vocabulary: bool = True,
                    max_report_chars: int = DEFAULT_MAX_REPORT_CHARS) -> List[Dict[str, str]]:
     """Chat messages asking for the entities of one report.
@@ -75,11 +86,7 @@ def build_messages(report: str, vocabulary: Optional[ConceptVocabulary] = None, 
     prefers them (the list is the same for every report, so servers with prefix caching reuse it).
     Reports longer than ``max_report_chars`` are cut there.
     """
-    hint = ""
-    if include_vocabulary and vocabulary is not None:
-        hint = ("; prefer one of these names when it fits: " + "; ".join(vocabulary.names)
-                + " (use another precise name when none fits)")
-    system = _SYSTEM_PROMPT.format(vocabulary_hint=hint)
+    system = system_prompt(vocabulary, include_vocabulary, _SINGLE_ANSWER_FORM)
     return [
         {"role": "system", "content": system},
         {"role": "user", "content": f"ECG report:\n{_EXAMPLE_REPORT}"},
@@ -152,6 +159,11 @@ def parse_llm_answer(text: Optional[str]) -> List[Dict[str, str]]:
         if "entities" not in value:
             raise AnswerError(f"the JSON object has no 'entities' field (fields: {sorted(value)[:8]})")
         value = value["entities"]
+    return validate_entities(value)
+
+
+def validate_entities(value: Any) -> List[Dict[str, str]]:
+    """The entity list of an answer, checked and normalised (see :func:`parse_llm_answer`)."""
     if not isinstance(value, list):
         raise AnswerError(f"'entities' must be a list, got {type(value).__name__}")
     entities = []
