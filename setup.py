@@ -36,7 +36,7 @@ setup(
         # tensorboard: `pretrain.py --report_to tensorboard` (and its test); wandb/trackio are the user's choice
         "dev": ["pytest>=8", "tensorboard>=2.15"],
         "tracking": ["tensorboard>=2.15"],
-        "llm": ["openai>=1.40", "httpx>=0.27,<1"],
+        "llm": ["openai>=1.40", "aiohttp>=3.9,<4"],
         # The demo app (modeling_supreme.app, examples/app.py) and its browser test.
         "app": ["gradio>=6.0,<7", "gradio_client>=2.0,<3", "playwright>=1.50,<2"],
     },

@@ -8,15 +8,20 @@ Writes a corpus in MIMIC-IV-ECG's exact layout (``record_list.csv``, ``machine_m
   each build in its own subprocess, with that subprocess's peak RSS;
 - peak RSS of the 1-process build at three corpus sizes (it must stay flat, not grow with the corpus);
 - streaming records/s from the source folder into a training ``DataLoader`` (``ECGDataCollator``);
-- entity extraction of distinct reports with the OpenAI-compatible client
-  (``processing.reports.llm.OpenAIBackend``) against a loopback server, in its own process, that answers
-  every request at once with a valid entity list, so that the client's own cost shows;
+- entity extraction of distinct reports through the corpus runner (``run_extraction``, as the command
+  line) against a loopback OpenAI-compatible server, in its own process, that answers every request at
+  once with a valid entity list, so that the client's own cost shows: the ``openai`` client
+  (``OpenAIBackend``) against the old ``ThreadingHTTPServer`` and against a one-thread asyncio server, and the
+  asyncio ``aiohttp`` client (``HTTPChatBackend``) with 1 and 8 reports per request against the asyncio server.
+  Client and server share the CPU, so besides wall reports/s each row gives the client process's own CPU
+  time (``time.process_time``, all its threads) as reports per client-CPU-second, and the server's share;
 
 and extrapolates each to 800,000 records (the size of MIMIC-IV-ECG). Medians are not needed here: each
 figure is one long pass. The CPU is shared with other jobs; rates are what this machine gave then.
 
     python benchmarks/bench_scale.py                      # 50,000 records, 100,000 reports
     python benchmarks/bench_scale.py --records 2000 --reports 5000   # a quick run
+    python benchmarks/bench_scale.py --only extraction --profile     # the extraction clients only
 
 Every record's header is its own file; the signal files are hard links to a pool of distinct
 signals (``--distinct_signals``), which keeps the corpus on disk small without changing its layout:
@@ -30,6 +35,7 @@ import csv
 import json
 import os
 import random
+import re
 import resource
 import shutil
 import subprocess
@@ -171,21 +177,29 @@ def _in_subprocess(kind: str, **kwargs) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-# ------------------------------------------------------------------------------- the loopback LLM server
+# ------------------------------------------------------------------------------- the loopback LLM servers
 ANSWER = json.dumps({"entities": [{"span": "sinus rhythm", "concept": "sinus rhythm", "status": "present"}]})
+_BATCH_ID = re.compile(r"^\[(r\d+)\] ", re.MULTILINE)
+
+
+def _instant_reply(body: bytes) -> bytes:
+    """A chat completion for one request: the single-report answer, or one item per id of a batched request."""
+    request = json.loads(body)  # a malformed request would be a client bug: fail loudly
+    user = request["messages"][-1]["content"]
+    ids = _BATCH_ID.findall(user) if user.startswith("ECG reports:") else []
+    content = json.dumps({"reports": [{"id": i, "entities": json.loads(ANSWER)["entities"]} for i in ids]}) if ids else ANSWER
+    return json.dumps({
+        "id": "loopback", "object": "chat.completion", "created": 0, "model": "loopback",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    }).encode()
 
 
 class _InstantChatCompletions(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_POST(self):  # noqa: N802 (http.server's name)
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        json.loads(body)  # a malformed request would be a client bug: fail loudly
-        reply = json.dumps({
-            "id": "loopback", "object": "chat.completion", "created": 0, "model": "loopback",
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": ANSWER}}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        }).encode()
+        reply = _instant_reply(self.rfile.read(int(self.headers.get("Content-Length", 0))))
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(reply)))
@@ -196,36 +210,163 @@ class _InstantChatCompletions(BaseHTTPRequestHandler):
         pass
 
 
-def _serve(port_queue: Queue) -> None:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _InstantChatCompletions)
-    server.daemon_threads = True
-    port_queue.put(server.server_address[1])
-    server.serve_forever()
+class _AsyncioChatCompletions:
+    """A minimal HTTP/1.1 keep-alive server on one asyncio loop: one thread, no per-request thread or
+    handler object, so that much less of the shared CPU goes to the server than with ThreadingHTTPServer.
+    It understands exactly what the two clients send (Content-Length bodies, no chunking)."""
+
+    def __init__(self):
+        self.buffer = b""
+        self.transport = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.buffer += data
+        while True:
+            head_end = self.buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            length = 0
+            for line in self.buffer[:head_end].split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            end = head_end + 4 + length
+            if len(self.buffer) < end:
+                return
+            reply = _instant_reply(self.buffer[head_end + 4:end])
+            self.buffer = self.buffer[end:]
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                                 % len(reply) + reply)
+
+    def connection_lost(self, exc):
+        self.transport = None
+
+    def eof_received(self):
+        return False
 
 
-def measure_extraction(count: int, concurrency: int) -> dict:
-    from processing.reports.extraction import extract_entities
+def _serve(port_queue: Queue, kind: str) -> None:
+    if kind == "threading":
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _InstantChatCompletions)
+        server.daemon_threads = True
+        port_queue.put(server.server_address[1])
+        server.serve_forever()
+        return
+    import asyncio
+
+    async def main():
+        server = await asyncio.get_running_loop().create_server(
+            lambda: type("P", (_AsyncioChatCompletions, asyncio.Protocol), {})(), "127.0.0.1", 0, backlog=1024)
+        port_queue.put(server.sockets[0].getsockname()[1])
+        await server.serve_forever()
+
+    asyncio.run(main())
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_extraction(count: int, concurrency: int, client: str = "aiohttp", server_kind: str = "asyncio",
+                       reports_per_request: int = 1, profile: bool = False) -> dict:
+    """Extract ``count`` distinct reports through the corpus runner (the command line's path: hashing,
+    dedupe, the JSONL file) against a loopback server in its own process; wall time and the CPU time
+    of the client process (all its threads) and of the server process."""
     from datasets_scripts.corpora.mimic_iv_ecg import join_machine_statements
+    from processing.reports.entities_file import run_extraction
+    from processing.reports.extraction import create_backend
 
     texts = [join_machine_statements(statements) for statements in _reports(count, seed=1)]
     ports: Queue = Queue()
-    server = Process(target=_serve, args=(ports,), daemon=True)
+    server = Process(target=_serve, args=(ports, server_kind), daemon=True)
     server.start()
+    work = Path(tempfile.mkdtemp(prefix="supreme-extract-"))
+    profilers = []
     try:
         base_url = f"http://127.0.0.1:{ports.get(timeout=30)}/v1"
         kwargs = dict(model="loopback", base_url=base_url, api_key="loopback", concurrency=concurrency,
-                      use_encoder=False, max_retries=0)
-        extract_entities(texts[:50], backend="openai", **kwargs)  # warm-up: client, vocabulary, mapper
-        start = time.perf_counter()
-        results = extract_entities(texts, backend="openai", **kwargs)
-        seconds = time.perf_counter() - start
+                      use_encoder=False, max_retries=0, client=client)
+        if client == "aiohttp":
+            kwargs["reports_per_request"] = reports_per_request
+        backend = create_backend("openai", **kwargs)
+        batch_size = max(64, concurrency * reports_per_request * 8)  # as examples/extract_entities.py
+        try:
+            backend.extract_batch(texts[:50])  # warm-up: connections, vocabulary, mapper
+            if profile:
+                import cProfile
+
+                profilers = [cProfile.Profile()]
+                if client == "aiohttp":  # the event loop's thread needs a profiler of its own
+                    async def start_loop_profiler():
+                        profilers[-1].enable()
+
+                    profilers.append(cProfile.Profile())
+                    backend._call(start_loop_profiler())
+                profilers[0].enable()
+            server_cpu, client_cpu, start = _cpu_seconds(server.pid), time.process_time(), time.perf_counter()
+            stats = run_extraction(((str(i), t) for i, t in enumerate(texts)), work / "entities.jsonl", backend,
+                                   batch_size=batch_size, progress=False, fsync=False, log=lambda message: None)
+            seconds = time.perf_counter() - start
+            client_cpu, server_cpu = time.process_time() - client_cpu, _cpu_seconds(server.pid) - server_cpu
+            if profilers:
+                profilers[0].disable()
+                if len(profilers) > 1:
+                    async def stop_loop_profiler():
+                        profilers[1].disable()
+
+                    backend._call(stop_loop_profiler())
+        finally:
+            backend.close()
     finally:
         server.terminate()
         server.join()
-    failed = sum(1 for r in results if r.error)
-    if failed:
-        raise SystemExit(f"{failed} of {count} extractions failed against the loopback server: {results[0].error}")
-    return {"rows": count, "seconds": seconds}
+        shutil.rmtree(work, ignore_errors=True)
+    if stats.errors or stats.written != count:
+        raise SystemExit(f"{stats.errors} of {count} extractions failed against the loopback server: {stats.error_examples}")
+    result = {"rows": count, "seconds": seconds, "client_cpu": client_cpu, "server_cpu": server_cpu}
+    if profilers:
+        import io
+        import pstats
+
+        buffer = io.StringIO()
+        merged = pstats.Stats(profilers[0], stream=buffer)
+        for extra in profilers[1:]:
+            merged.add(extra)
+        merged.sort_stats("tottime").print_stats(25)
+        result["profile"] = buffer.getvalue()
+    return result
+
+
+EXTRACTION_CONFIGS = (  # (label, client, server, reports per request)
+    ("openai client, threading server (before)", "openai", "threading", 1),
+    ("openai client, asyncio server", "openai", "asyncio", 1),
+    ("aiohttp client, asyncio server", "aiohttp", "asyncio", 1),
+    ("aiohttp client, 8 reports/request, asyncio server", "aiohttp", "asyncio", 8),
+)
+
+
+def extraction_table(count: int, concurrency: int, slow_count: int, profile: bool) -> list:
+    rows = []
+    for label, client, server_kind, per_request in EXTRACTION_CONFIGS:
+        n = slow_count if client == "openai" else count
+        result = measure_extraction(n, concurrency, client, server_kind, per_request, profile=profile and client == "aiohttp"
+                                    and per_request == 1)
+        rows.append((label, result))
+        wall = n / result["seconds"]
+        print(f"{label}: {n:,} reports, {wall:,.0f} reports/s wall, {n / result['client_cpu']:,.0f} per client-CPU-second, "
+              f"client CPU {result['client_cpu']:.1f} s, server CPU {result['server_cpu']:.1f} s", flush=True)
+        if "profile" in result:
+            print(result["profile"], flush=True)
+    return rows
+
+
+class _SkipCorpus(Exception):
+    """--only extraction: leave out the corpus measurements."""
 
 
 # ---------------------------------------------------------------------------------------------- the table
@@ -253,6 +394,11 @@ def main():
                         help="Arrow signal column (int16 keeps an 800k-record cache at WFDB size)")
     parser.add_argument("--workdir", default=None, help="where to write the corpus (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the corpus and caches")
+    parser.add_argument("--only", choices=("all", "extraction"), default="all",
+                        help="extraction: measure the extraction clients only (no corpus)")
+    parser.add_argument("--openai_reports", type=int, default=20_000,
+                        help="reports for the (slow) openai-client rows of the extraction table")
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of the aiohttp client's run")
     args = parser.parse_args()
 
     import torch
@@ -260,6 +406,8 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="supreme-scale-", dir=args.workdir))
     table: list = []
     try:
+        if args.only == "extraction":
+            raise _SkipCorpus
         start = time.perf_counter()
         corpus = write_corpus(work / "mimic", args.records, args.distinct_signals)
         print(f"corpus: {args.records:,} records in MIMIC-IV-ECG's layout at {corpus} "
@@ -284,13 +432,18 @@ def main():
             _row(table, f"streaming into a DataLoader, {workers} workers", result,
                  f"batch {args.batch_size}, ECGDataCollator")
             print(table[-1], flush=True)
-        result = measure_extraction(args.reports, args.concurrency)
-        _row(table, "entity extraction, OpenAI client", result,
-             f"loopback server, concurrency {args.concurrency}, target 2,000/s")
-        print(table[-1], flush=True)
+    except _SkipCorpus:
+        pass
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    extraction = extraction_table(args.reports, args.concurrency, args.openai_reports, args.profile)
+    for label, result in extraction:
+        share = result["server_cpu"] / (result["server_cpu"] + result["client_cpu"])
+        _row(table, f"entity extraction, {label}", result,
+             f"concurrency {args.concurrency}; {result['rows'] / result['client_cpu']:,.0f} reports per client-CPU-s "
+             f"({FULL_SCALE / (result['rows'] / result['client_cpu']) / 3600:.2f} client-CPU-h for 800k); "
+             f"server's share of the CPU {share:.0%}")
 
     print(f"\ntorch {torch.__version__}, {os.cpu_count()} CPUs (shared with other jobs); "
           f"extrapolated to {FULL_SCALE:,} records\n")

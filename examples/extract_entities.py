@@ -77,12 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--base_url", help="openai: server URL, e.g. http://localhost:8000/v1")
     llm.add_argument("--api_key_env", default="OPENAI_API_KEY",
                      help="openai: name of the environment variable holding the API key (never pass a key on the command line)")
-    llm.add_argument("--client", choices=OPENAI_CLIENTS, default="httpx",
-                     help="openai: the lean asyncio httpx client (default) or the official openai client")
+    llm.add_argument("--client", choices=OPENAI_CLIENTS, default="aiohttp",
+                     help="openai: the lean asyncio aiohttp client (default) or the official openai client")
     llm.add_argument("--reports_per_request", type=int, default=1,
-                     help="openai, httpx client: reports per request (answers keyed by id, checked strictly)")
+                     help="openai, aiohttp client: reports per request (answers keyed by id, checked strictly)")
     llm.add_argument("--no_batch_fallback", action="store_true",
-                     help="openai, httpx client: do not ask again alone a report a batched answer got wrong")
+                     help="openai, aiohttp client: do not ask again alone a report a batched answer got wrong")
     llm.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
     llm.add_argument("--timeout", type=float, default=60.0, help="openai: seconds per request")
     llm.add_argument("--max_retries", type=int, default=2, help="openai: retries per request (exponential back-off)")
@@ -104,10 +104,10 @@ def make_backend(args):
     if not args.model:
         raise SystemExit(f"--backend {args.backend} needs --model")
     if args.backend == "openai":
-        if args.client == "httpx":
+        if args.client == "aiohttp":
             common.update(reports_per_request=args.reports_per_request, batch_fallback=not args.no_batch_fallback)
         elif args.reports_per_request != 1:
-            raise SystemExit("--reports_per_request needs --client httpx")
+            raise SystemExit("--reports_per_request needs --client aiohttp")
         try:
             return create_backend("openai", client=args.client, model=args.model, base_url=args.base_url,
                                   api_key=os.environ.get(args.api_key_env), concurrency=args.concurrency,
@@ -144,7 +144,7 @@ def main(argv=None):
     records, total = record_source(args)
     backend = make_backend(args)
     # openai: enough records per written batch to keep every connection busy (a batch waits for its slowest request)
-    per_request = args.reports_per_request if args.backend == "openai" and args.client == "httpx" else 1
+    per_request = args.reports_per_request if args.backend == "openai" and args.client == "aiohttp" else 1
     batch_size = args.batch_size or (1024 if args.backend == "lexicon" else max(64, args.concurrency * per_request * 8))
     try:
         stats = run_extraction(limited(records, args.limit), args.output, backend, batch_size=batch_size,

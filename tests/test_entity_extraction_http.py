@@ -1,4 +1,4 @@
-"""The asyncio httpx client of the openai backend against a real loopback server: retries, malformed
+"""The asyncio aiohttp client of the openai backend against a real loopback server: retries, malformed
 replies, concurrency, and several reports per request with strict id checks."""
 
 import json
@@ -11,6 +11,7 @@ import pytest
 
 from processing.reports.entities_file import read_entities_file, run_extraction
 from processing.reports.extraction import create_backend
+from processing.reports.llm import build_messages
 from processing.reports.llm_http import HTTPChatBackend, build_batch_messages, parse_batch_answer
 
 ENTITY = {"span": "Vorhofflimmern", "concept": "atrial fibrillation", "status": "present"}
@@ -150,7 +151,7 @@ def test_unreachable_server_is_a_connection_error():
         (result,) = engine.extract_batch(["x"])
     finally:
         engine.close()
-    assert result.error.startswith("request failed after retries: connection error: ConnectError")
+    assert result.error.startswith("request failed after retries: connection error: ClientConnectorError")
     assert result.error.endswith("(2 tries)")
 
 
@@ -162,6 +163,19 @@ def test_concurrency_is_bounded_and_order_kept(server):
         engine.close()
     assert all(r.error is None for r in results)
     assert 2 <= server.max_in_flight <= 3
+
+
+def test_cached_prompt_is_build_messages():
+    from processing import load_concept_vocabulary
+
+    vocabulary = load_concept_vocabulary()
+    engine = HTTPChatBackend("m", base_url="http://127.0.0.1:9/v1", use_encoder=False, vocabulary=vocabulary,
+                             max_report_chars=50)
+    try:
+        for report in ("Sinusrhythmus", "AF " * 40):
+            assert engine._messages(report) == build_messages(report, vocabulary, True, 50)
+    finally:
+        engine.close()
 
 
 def test_bad_arguments_are_refused_by_name():

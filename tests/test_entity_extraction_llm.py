@@ -290,22 +290,22 @@ def chat_server():
     server.close()
 
 
-@pytest.fixture(params=["httpx", "openai"])
+@pytest.fixture(params=["aiohttp", "openai"])
 def client(request):
     """Both clients of the openai backend must behave the same (only their error wording differs)."""
     return request.param
 
 
-TIMEOUT_ERROR = {"httpx": "request failed after retries: timeout after 0.5 s (2 tries)",
+TIMEOUT_ERROR = {"aiohttp": "request failed after retries: timeout after 0.5 s (2 tries)",
                  "openai": "request failed after retries: APITimeoutError"}
-SERVER_ERROR = {"httpx": "request failed after retries: HTTP 500: model overloaded (2 tries)",
+SERVER_ERROR = {"aiohttp": "request failed after retries: HTTP 500: model overloaded (2 tries)",
                 "openai": "request failed after retries: InternalServerError"}
 
 
-def make_openai(server, client="httpx", **kwargs):
+def make_openai(server, client="aiohttp", **kwargs):
     options = dict(base_url=server.base_url, api_key="test-key", concurrency=4, timeout=1.0, max_retries=1,
                    include_vocabulary=False, use_encoder=False, client=client)
-    if client == "httpx":
+    if client == "aiohttp":
         options["retry_backoff"] = 0.01
     options.update(kwargs)
     return create_backend("openai", model="test-model", **options)

@@ -10,8 +10,8 @@ Backends:
 
 * ``"lexicon"`` (default): deterministic, no model (:mod:`processing.reports.lexicon`).
 * ``"transformers"``: a local causal LM (:class:`processing.reports.llm.TransformersBackend`).
-* ``"openai"``: an OpenAI-compatible server, through a lean asyncio ``httpx`` client
-  (:class:`processing.reports.llm_http.HTTPChatBackend`, ``client="httpx"``, the default; optionally
+* ``"openai"``: an OpenAI-compatible server, through a lean asyncio ``aiohttp`` client
+  (:class:`processing.reports.llm_http.HTTPChatBackend`, ``client="aiohttp"``, the default; optionally
   several reports per request) or the official ``openai`` client
   (:class:`processing.reports.llm.OpenAIBackend`, ``client="openai"``).
 
@@ -30,7 +30,7 @@ from .llm_http import HTTPChatBackend
 from .result import ABSENT, PRESENT, STATUSES, UNCERTAIN, ExtractionResult, ReportInput, decode_report, report_sha256
 
 BACKENDS = ("lexicon", "transformers", "openai")
-OPENAI_CLIENTS = ("httpx", "openai")
+OPENAI_CLIENTS = ("aiohttp", "openai")
 
 
 class LexiconBackend:
@@ -65,7 +65,7 @@ def create_backend(backend: str = "lexicon", **kwargs):
     ``"lexicon"`` takes ``vocabulary``; ``"transformers"`` takes ``model`` (path or loaded model),
     ``tokenizer``, ``batch_size``, ``max_new_tokens``, ``device``, ``dtype``...; ``"openai"`` takes
     ``model``, ``base_url``, ``api_key``, ``concurrency``, ``timeout``, ``max_retries``... and ``client``
-    (``"httpx"``, the default: :class:`~processing.reports.llm_http.HTTPChatBackend`, which also takes
+    (``"aiohttp"``, the default: :class:`~processing.reports.llm_http.HTTPChatBackend`, which also takes
     ``reports_per_request``, ``batch_fallback`` and ``retry_backoff``; or ``"openai"``:
     :class:`~processing.reports.llm.OpenAIBackend`). The LLM backends also take ``similarity_threshold``,
     ``use_encoder``, ``include_vocabulary``, ``mapper`` and ``vocabulary``.
@@ -83,13 +83,13 @@ def create_backend(backend: str = "lexicon", **kwargs):
     if key == "openai":
         if not kwargs.get("model"):
             raise TypeError("the openai backend needs model= (the model name the server serves)")
-        client = str(kwargs.pop("client", "httpx")).strip().lower()
-        if client == "httpx":
+        client = str(kwargs.pop("client", "aiohttp")).strip().lower()
+        if client == "aiohttp":
             return HTTPChatBackend(kwargs.pop("model"), **kwargs)
         if client == "openai":
-            only_httpx = {"reports_per_request", "batch_fallback", "retry_backoff"} & set(kwargs)
-            if only_httpx:
-                raise TypeError(f"client='openai' takes no argument(s) {sorted(only_httpx)}; use client='httpx'")
+            only_aiohttp = {"reports_per_request", "batch_fallback", "retry_backoff"} & set(kwargs)
+            if only_aiohttp:
+                raise TypeError(f"client='openai' takes no argument(s) {sorted(only_aiohttp)}; use client='aiohttp'")
             return OpenAIBackend(kwargs.pop("model"), **kwargs)
         raise ValueError(f"unknown client {client!r} for the openai backend; choose one of {OPENAI_CLIENTS}")
     raise ValueError(f"unknown extraction backend {backend!r}; choose one of {BACKENDS}")
