@@ -226,3 +226,19 @@ def test_ptbxl_quality_meets_target(ptbxl_dir):
     spec.loader.exec_module(module)
     result = module.main(["--ptbxl_dir", str(ptbxl_dir)])
     assert result["micro_f1"] >= 0.80, result
+
+
+@pytest.mark.parametrize("text, concept", [
+    # PTB-XL's Swedish "age undetermined" after an infarct; the ST depression that follows is stated
+    ("sinusrytm inferior infarkt ålder ej bestämmbar st-t sänkning, såsom vid lateral ischemi", "ST depression"),
+    ("lagetyp nicht bestimmbar rechtsschenkelblock", "right bundle branch block"),
+    ("axis not determinable left bundle branch block", "left bundle branch block"),
+])
+def test_cannot_be_determined_phrase_negates_nothing(lexicon, text, concept):
+    # The "ej"/"nicht"/"not" of these phrases qualifies a determination; before they were read whole, it
+    # negated the next finding within the cue window.
+    assert found(lexicon, text)[concept] == "present"
+
+
+def test_negation_still_reaches_past_a_cannot_be_determined_phrase(lexicon):
+    assert found(lexicon, "lagetyp nicht bestimmbar. kein rechtsschenkelblock")["right bundle branch block"] == "absent"

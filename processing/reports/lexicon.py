@@ -18,7 +18,9 @@ How a report is read:
    ("wahrscheinlich", "möglich", "sannolikt") are read as following a finding when they directly
    follow one and as preceding otherwise. Scope never crosses a sentence end (``. ; ! ?`` or a line
    break; a full stop after an abbreviation or an ordinal number is not a sentence end) nor a contrast
-   word ("aber", "but", "sonst", "otherwise", "men").
+   word ("aber", "but", "sonst", "otherwise", "men"). Phrases that say a property could not be determined
+   ("ålder ej bestämbar", "nicht bestimmbar", "cannot be determined") are read whole, so their negation word
+   negates nothing.
 4. Negation wins over uncertainty when both reach a finding.
 
 PTB-XL reports are sequences of statements without punctuation ("sinusrhythmus verdacht auf
@@ -81,6 +83,15 @@ CONNECTORS = (
     "or", "and", "and or", "nor", "as well as", "oder", "und", "bzw", "beziehungsweise", "sowie", "noch", "respektive",
     "eller", "och", "samt", "resp",
 )
+# "Cannot be determined" phrases: their "ej"/"nicht"/"not" qualifies the determination (of an infarct's age, of
+# the axis), not a finding. They are read as one neutral cue so that the negation word inside does not negate
+# the next statement ("inferior infarkt ålder ej bestämbar st-t sänkning" states the ST depression).
+NEUTRAL = (
+    "ålder ej bestämbar", "ålder ej bestämmbar", "ej bestämbar", "ej bestämmbar", "ej bedömbar", "ej säkert bedömbar",
+    "nicht bestimmbar", "nicht sicher bestimmbar", "nicht beurteilbar", "nicht sicher beurteilbar",
+    "not determinable", "not determined", "cannot be determined", "can not be determined", "not assessable",
+    "age not determined", "age cannot be determined",
+)
 # A full stop after one of these (folded) tokens does not end a sentence.
 ABBREVIATIONS = {
     fold_token(t)[0]
@@ -95,7 +106,7 @@ ABBREVIATIONS = {
 
 @dataclass(frozen=True)
 class _Cue:
-    kind: str  # "negation" | "uncertainty" | "break" | "connector"
+    kind: str  # "negation" | "uncertainty" | "break" | "connector" | "neutral"
     direction: str  # "pre" | "post" | "both" | "none"
 
 
@@ -180,6 +191,7 @@ class LexiconExtractor:
             (NEGATION_PRE, "negation", "pre"), (NEGATION_POST, "negation", "post"),
             (UNCERTAIN_PRE, "uncertainty", "pre"), (UNCERTAIN_POST, "uncertainty", "post"),
             (UNCERTAIN_BOTH, "uncertainty", "both"), (BREAK_WORDS, "break", "none"), (CONNECTORS, "connector", "none"),
+            (NEUTRAL, "neutral", "none"),
         ):
             cue_phrases += [(p, _Cue(kind, direction)) for p in phrases]
         self._cues = PhraseIndex(cue_phrases)
