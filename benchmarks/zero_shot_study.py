@@ -90,6 +90,12 @@ def parse_args(argv=None):
     parser.add_argument("--ablations", default=",".join(ABLATIONS), help="ablations at the full pool ('' for none)")
     parser.add_argument("--max_epochs", type=int, default=None, help="cap on the recipe's epochs")
     parser.add_argument("--early_stopping_patience", type=int, default=None, help="override the recipe's patience (epochs)")
+    parser.add_argument("--crop_seconds", type=float, default=None, help="random training window (s); default: the recipe's; 0: off")
+    parser.add_argument("--amplitude_scale", type=float, default=None, help="per-lead amplitude factor bound (1: off); default: the recipe's")
+    parser.add_argument("--noise_std", type=float, default=None, help="gaussian noise (mV); default: the recipe's")
+    parser.add_argument("--baseline_wander", type=float, default=None, help="baseline wander peak (mV); default: the recipe's")
+    parser.add_argument("--ema", type=float, default=0.0, help="select on an exponential moving average of the weights with this decay per step (0: off)")
+    parser.add_argument("--zero_shot_only", action="store_true", help="skip the supervised references (exploration on validation)")
     parser.add_argument("--no_unseen", action="store_true", help="skip the unseen-concept protocol")
     parser.add_argument("--max_records", type=int, default=None, help="use only the first N records of each split (smoke tests)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -238,7 +244,16 @@ def macro_auc(scores, targets):
     return macro_auroc(scores, targets)
 
 
-def train(model, records: Records, rows, targets, variant_texts, recipe, lr, seed, max_epochs, val):
+def augmentation_for(recipe, args):
+    from modeling_supreme.training import SignalAugmentation
+
+    crop = recipe.crop_seconds if args.crop_seconds is None else (args.crop_seconds or None)
+    pick = lambda flag, default: default if flag is None else flag  # noqa: E731
+    return SignalAugmentation(crop_seconds=crop, amplitude_scale=pick(args.amplitude_scale, recipe.amplitude_scale),
+                              noise_std=pick(args.noise_std, recipe.noise_std), baseline_wander=pick(args.baseline_wander, recipe.baseline_wander))
+
+
+def train(model, records: Records, rows, targets, variant_texts, recipe, lr, seed, max_epochs, val, augmentation=None, ema=0.0):
     """Train on ``rows`` with ``targets`` (rows x queries); keep the weights of the best validation AUROC.
 
     ``variant_texts``: per target column, the texts sampled as its query. ``val``: (rows, embeds,
@@ -268,6 +283,7 @@ def train(model, records: Records, rows, targets, variant_texts, recipe, lr, see
     leads = records.lead_names
     bf16 = recipe.mixed_precision == "bf16"
     val_rows, val_embeds, val_owner, val_labels = val
+    averaged = {k: v.detach().clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point} if ema else None
     model.train()
     started = time.perf_counter()
     for epoch in range(epochs):
@@ -277,6 +293,17 @@ def train(model, records: Records, rows, targets, variant_texts, recipe, lr, see
             index = torch.as_tensor(rows[pick])
             x = inputs["input_values"][index].clone()
             lead_mask = inputs["lead_mask"][index].clone()
+            attention = inputs["attention_mask"][index].clone()
+            if augmentation is not None and augmentation.active:
+                # SignalAugmentation of PretrainingDataset, here on the prepared (baseline-removed, mV) tensors.
+                for k in range(len(pick)):
+                    length = int(attention[k].sum())
+                    signal = augmentation(rng, x[k].numpy(), 100, length)
+                    x[k] = 0.0
+                    x[k, :, : signal.shape[-1]] = torch.from_numpy(signal)
+                    attention[k] = False
+                    attention[k, : signal.shape[-1]] = True
+                x *= lead_mask[:, :, None].to(x.dtype)
             for k in range(len(pick)):  # the lead-subset augmentation of PretrainingDataset
                 if rng.random() < 0.3:
                     keep = set(random_lead_subset(rng, leads))
@@ -286,7 +313,7 @@ def train(model, records: Records, rows, targets, variant_texts, recipe, lr, see
             choice = (torch.rand(len(counts)) * counts).long()
             query_embeds = flat_embeds[offsets + choice]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                out = model(input_values=x, lead_mask=lead_mask, attention_mask=inputs["attention_mask"][index],
+                out = model(input_values=x, lead_mask=lead_mask, attention_mask=attention,
                             query_embeds=query_embeds, labels=targets_t[pick])
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -294,10 +321,20 @@ def train(model, records: Records, rows, targets, variant_texts, recipe, lr, see
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            if averaged is not None:
+                with torch.no_grad():
+                    current = model.state_dict()
+                    for k, v in averaged.items():
+                        v.lerp_(current[k], 1.0 - ema)
+        if averaged is not None:  # validate (and keep) the averaged weights
+            live = copy.deepcopy(model.state_dict())
+            model.load_state_dict(averaged, strict=False)
         metric = macro_auc(score(model, inputs, val_rows, val_embeds, val_owner, len(val_labels[0]), bf16), val_labels)
         stop = stopper.update(metric, step)
         if stopper.improved:
             best_state = copy.deepcopy(model.state_dict())
+        if averaged is not None:
+            model.load_state_dict(live)
         if stop:
             break
     if best_state is not None:
@@ -347,7 +384,9 @@ def run_one(records, entities, kind, encoder, size, seed, args, policies=None, w
     embeds, owner = class_query_embeds(model, records.class_names)
     val = (val_rows, embeds, owner, records.super[val_rows])
     lr = ENCODERS[encoder].get("learning_rate", recipe.learning_rate)
-    fit = train(model, records, train_rows, target_matrix, variant_texts, recipe, lr, seed, args.max_epochs, val)
+    augmentation = augmentation_for(recipe, args)
+    fit = train(model, records, train_rows, target_matrix, variant_texts, recipe, lr, seed, args.max_epochs, val, augmentation, args.ema)
+    fit["augmentation"], fit["ema"] = augmentation.to_dict(), args.ema
     bf16 = recipe.mixed_precision == "bf16"
     test_scores = score(model, records.inputs, test_rows, embeds, owner, len(records.class_names), bf16)
     val_scores = score(model, records.inputs, val_rows, embeds, owner, len(records.class_names), bf16)
@@ -547,7 +586,7 @@ def main(argv=None):
 
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for size in args.sizes:
-            for kind in ("zero-shot", "supervised"):
+            for kind in ("zero-shot",) if args.zero_shot_only else ("zero-shot", "supervised"):
                 result, _, scored = run_one(records, entities, kind, DEFAULT_ENCODER, size, seed, args)
                 record(result)
                 if kind == "zero-shot" and size == "all":
@@ -555,7 +594,7 @@ def main(argv=None):
         for encoder in args.encoders:
             if encoder == DEFAULT_ENCODER:
                 continue
-            for kind in ("zero-shot", "supervised"):
+            for kind in ("zero-shot",) if args.zero_shot_only else ("zero-shot", "supervised"):
                 record(run_one(records, entities, kind, encoder, "all", seed, args)[0])
         for ablation in args.ablations:
             result = run_one(records, entities, "zero-shot", DEFAULT_ENCODER, "all", seed, args, policies=ABLATIONS[ablation])[0]

@@ -52,7 +52,7 @@ from processing.ecg.data_collator import ECGDataCollator
 from modeling_supreme.training import (
     STATE_FILE, EarlyStopping, EpochSampler, PretrainingDataset, PretrainingError, ZeroShotEvaluator, build_targets, check_output_dir,
     concept_query_texts, load_entities, model_card, push_checkpoint_to_hub, record_ids,
-    resolve_resume, save_checkpoint, save_pretrained_atomically, default_recipe,
+    SignalAugmentation, resolve_resume, save_checkpoint, save_pretrained_atomically, default_recipe,
 )
 
 
@@ -101,6 +101,10 @@ class ModelArguments:
     fusion_num_layers: int = field(default=2, metadata={"help": "Cardiac Fusion Network depth"})
     loss_type: str = field(default="bce", metadata={"help": "bce or asymmetric"})
     lead_subset_prob: float = field(default=0.3, metadata={"help": "probability that a training ECG is shown with a random subset of its leads"})
+    crop_seconds: Optional[float] = field(default=None, metadata={"help": "train on random windows of this many seconds (whole record at evaluation; 0: off; default by corpus size)"})
+    amplitude_scale: Optional[float] = field(default=None, metadata={"help": "scale each lead by a log-uniform factor in [1/s, s] (1: off; default by corpus size)"})
+    noise_std: Optional[float] = field(default=None, metadata={"help": "gaussian noise added to training ECGs, mV (0: off; default by corpus size)"})
+    baseline_wander: Optional[float] = field(default=None, metadata={"help": "peak mV of a random 0.05-0.5 Hz baseline wander (0: off; default by corpus size)"})
     query_text_variants: str = field(default="description,name", metadata={"help": "concept texts sampled as queries during training, comma-separated from: description, name, synonyms"})
 
 
@@ -171,6 +175,10 @@ def apply_recipe(recipe, model_args, train_args, log):
                  "early_stopping_patience"):
         if getattr(train_args, name) is None:
             setattr(train_args, name, getattr(recipe, name))
+            filled[name] = getattr(recipe, name)
+    for name in ("crop_seconds", "amplitude_scale", "noise_std", "baseline_wander"):
+        if getattr(model_args, name) is None:
+            setattr(model_args, name, getattr(recipe, name))
             filled[name] = getattr(recipe, name)
     if filled:
         log("recipe for this corpus size: " + ", ".join(f"{k}={v}" for k, v in filled.items()))
@@ -336,7 +344,12 @@ def train(argv=None):
     variant_offsets = torch.cumsum(variant_counts, 0) - variant_counts
     evaluator = ZeroShotEvaluator.from_args(data_args, train_args) if data_args.eval_dataset else None
 
-    dataset = PretrainingDataset(train_split, targets.rows, targets.targets, train_args.seed, model_args.lead_subset_prob)
+    try:
+        augmentation = SignalAugmentation(crop_seconds=model_args.crop_seconds or None, amplitude_scale=model_args.amplitude_scale,
+                                          noise_std=model_args.noise_std, baseline_wander=model_args.baseline_wander)
+    except ValueError as err:
+        raise PretrainingError(f"augmentation flags (--crop_seconds, --amplitude_scale, --noise_std, --baseline_wander): {err}") from None
+    dataset = PretrainingDataset(train_split, targets.rows, targets.targets, train_args.seed, model_args.lead_subset_prob, augmentation)
     sampler = EpochSampler(len(dataset), train_args.seed)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=train_args.per_device_train_batch_size, sampler=sampler,

@@ -18,6 +18,8 @@ _EXPORTS = {
     "record_ids": "targets",
     "EpochSampler": "data",
     "PretrainingDataset": "data",
+    "SignalAugmentation": "data",
+    "NO_AUGMENTATION": "data",
     "random_lead_subset": "data",
     "STATE_FILE": "checkpoints",
     "check_output_dir": "checkpoints",

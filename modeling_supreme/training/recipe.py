@@ -28,6 +28,11 @@ class Recipe:
     per_device_train_batch_size: int
     early_stopping_patience: int  # evaluations without improvement before stopping
     mixed_precision: str  # bf16: measured within 0.01 of fp32 scores, about 1.5-2x faster on CPU
+    # Signal augmentation (modeling_supreme.training.SignalAugmentation); off unless the recipe sets it.
+    crop_seconds: float | None = None
+    amplitude_scale: float = 1.0
+    noise_std: float = 0.0
+    baseline_wander: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
