@@ -240,3 +240,48 @@ def test_stored_calibration_maps_zero_shot_logits_and_keeps_rankings():
     assert torch.allclose(calibrated, 2.5 * raw - 1.0, atol=1e-5)
     assert torch.allclose(training_logits, raw, atol=1e-6)
     assert torch.equal(calibrated.argsort(0), raw.argsort(0))
+
+
+# -- signal augmentation ---------------------------------------------------------------------------
+
+
+def test_signal_augmentation_crops_scales_and_is_seeded():
+    from modeling_supreme.training import SignalAugmentation
+
+    signal = np.random.default_rng(0).normal(size=(12, 1000)).astype(np.float32)
+    crop = SignalAugmentation(crop_seconds=5)
+    window = crop(np.random.default_rng(3), signal, 100)
+    assert window.shape == (12, 500)
+    starts = [i for i in range(501) if np.array_equal(signal[:, i : i + 500], window)]
+    assert len(starts) == 1  # a contiguous window of the record, unchanged
+    assert crop(np.random.default_rng(3), signal, 100, length=300).shape == (12, 300)  # shorter than the window: whole
+    scaled = SignalAugmentation(amplitude_scale=1.25)(np.random.default_rng(1), signal, 100)
+    ratio = scaled[:, 0] / signal[:, 0]
+    assert np.all(ratio >= 0.8 - 1e-5) and np.all(ratio <= 1.25 + 1e-5) and np.ptp(ratio) > 0.01
+    np.testing.assert_allclose(scaled / ratio[:, None], signal, rtol=1e-4, atol=1e-5)  # one factor per lead
+    full = SignalAugmentation(crop_seconds=5, amplitude_scale=1.25, noise_std=0.02, baseline_wander=0.1)
+    a, b = full(np.random.default_rng([4, 2, 7]), signal, 100), full(np.random.default_rng([4, 2, 7]), signal, 100)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, full(np.random.default_rng([4, 3, 7]), signal, 100))
+    assert not SignalAugmentation().active and full.active
+    for bad in ({"crop_seconds": 0}, {"amplitude_scale": 0.5}, {"noise_std": -1}):
+        with pytest.raises(ValueError):
+            SignalAugmentation(**bad)
+
+
+def test_pretraining_dataset_applies_the_augmentation_per_epoch(ptbxl_dir, tmp_path):
+    from datasets_scripts import load_ecg_dataset
+    from modeling_supreme.training import PretrainingDataset, SignalAugmentation
+
+    split = load_ecg_dataset("ptbxl", "reports", data_dir=str(ptbxl_dir), sampling_rate=100, cache_dir=str(tmp_path))["train"]
+    rows, targets = np.arange(4), np.zeros((4, 2), dtype=np.float32)
+    plain = PretrainingDataset(split, rows, targets, seed=0, lead_subset_prob=0.0)
+    augmented = PretrainingDataset(split, rows, targets, seed=0, lead_subset_prob=0.0,
+                                   augmentation=SignalAugmentation(crop_seconds=5, amplitude_scale=1.25))
+    items = augmented.__getitems__([0, 1])
+    assert all(item["signal"].shape[-1] == 500 for item in items)
+    assert plain.__getitems__([0])[0]["signal"].shape[-1] == 1000
+    again = augmented.__getitems__([0, 1])
+    np.testing.assert_array_equal(items[0]["signal"], again[0]["signal"])  # (seed, epoch, record) only: resumable
+    augmented.set_epoch(1)
+    assert not np.array_equal(items[0]["signal"], augmented.__getitems__([0])[0]["signal"])
