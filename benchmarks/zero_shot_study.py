@@ -19,7 +19,8 @@ Protocol (all in one run, every number below from the same process):
   accelerate loop, so that dozens of models fit in the time budget.
 * Supervised reference: the same encoder and fusion network trained on the TRUE super-class labels of
   the same records, with the class prompts as its queries, selected the same way.
-* Learning curve: pool sizes 50, 100, 200, all (nested subsets drawn per seed), 3 seeds, mean and spread.
+* Learning curve: pool sizes 50, 100, all (nested subsets drawn per seed), 3 seeds, mean and spread; 200
+  exceeds the 152-record pool of the shared data and is skipped (a size >= the pool is 'all').
 * Encoder variants at the full pool: ViT-4 with the conv stem (default), ViT-4 linear patches, MERL's
   ViT-12 linear (the old default), ResNet-1d.
 * Ablations at the full pool: ancestors off, not-mentioned ignored, uncertain ignored.
@@ -52,7 +53,9 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SIZES = ("50", "100", "200", "all")
+# The issue asks for 50, 100, 200 and all; the shared data's pool (folds 1-6) has 152 records, so 200 would
+# repeat "all": sizes at or above the pool are skipped with a note.
+SIZES = ("50", "100", "all")
 POOL_FOLDS, VALIDATION_FOLDS, TEST_FOLDS = [1, 2, 3, 4, 5, 6], [7, 8], [9, 10]
 ENCODERS = {
     # name: (SuPreMEConfig overrides, whether the recipe's depth applies)
@@ -584,6 +587,11 @@ def main(argv=None):
               f"{result['test_macro_auroc']:.3f} (val {result['val_macro_auroc'] or float('nan'):.3f}, {result['epochs_run']} epochs, "
               f"{result['train_seconds']:.0f} s)", flush=True)
 
+    pool_size = len(records.rows(POOL_FOLDS))
+    skipped = [s for s in args.sizes if s != "all" and int(s) >= pool_size]
+    if skipped:
+        print(f"[study] sizes {', '.join(skipped)} skipped: not smaller than the pool ({pool_size} records), so the same as 'all'", flush=True)
+    args.sizes = [s for s in args.sizes if s not in skipped]
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for size in args.sizes:
             for kind in ("zero-shot",) if args.zero_shot_only else ("zero-shot", "supervised"):

@@ -206,7 +206,7 @@ def test_study_arguments():
     assert quick.sizes == ["50", "all"] and quick.seeds == 1 and quick.encoders == ["vit-conv"] and quick.ablations == []
     assert quick.max_epochs == 20
     full = study.parse_args([])
-    assert full.sizes == ["50", "100", "200", "all"] and full.seeds == 3 and "resnet1d" in full.encoders
+    assert full.sizes == ["50", "100", "all"] and full.seeds == 3 and "resnet1d" in full.encoders
     for bad in (["--sizes", "50,lots"], ["--encoders", "transformer"], ["--ablations", "no labels"], ["--seeds", "0"]):
         with pytest.raises(SystemExit):
             study.parse_args(bad)
