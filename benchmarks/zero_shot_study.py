@@ -265,7 +265,7 @@ def train(model, records: Records, rows, targets, variant_texts, recipe, lr, see
     import torch
     from transformers import get_cosine_schedule_with_warmup
 
-    from modeling_supreme.training import EarlyStopping, random_lead_subset
+    from modeling_supreme.training import EarlyStopping, bf16_is_native, random_lead_subset
 
     flat = [t for options in variant_texts for t in options]
     flat_embeds = embed_texts(model, flat)
@@ -284,7 +284,8 @@ def train(model, records: Records, rows, targets, variant_texts, recipe, lr, see
     targets_t = torch.as_tensor(targets, dtype=torch.float32)
     inputs = records.inputs
     leads = records.lead_names
-    bf16 = recipe.mixed_precision == "bf16"
+    # As pretrain.py: the recipe's bf16 only where this CPU runs it natively (emulated bf16 is slower than fp32).
+    bf16 = recipe.mixed_precision == "bf16" and bf16_is_native("cpu")
     val_rows, val_embeds, val_owner, val_labels = val
     averaged = {k: v.detach().clone() for k, v in model.state_dict().items() if v.dtype.is_floating_point} if ema else None
     model.train()
@@ -390,7 +391,8 @@ def run_one(records, entities, kind, encoder, size, seed, args, policies=None, w
     augmentation = augmentation_for(recipe, args)
     fit = train(model, records, train_rows, target_matrix, variant_texts, recipe, lr, seed, args.max_epochs, val, augmentation, args.ema)
     fit["augmentation"], fit["ema"] = augmentation.to_dict(), args.ema
-    bf16 = recipe.mixed_precision == "bf16"
+    # As pretrain.py: the recipe's bf16 only where this CPU runs it natively (emulated bf16 is slower than fp32).
+    bf16 = recipe.mixed_precision == "bf16" and bf16_is_native("cpu")
     test_scores = score(model, records.inputs, test_rows, embeds, owner, len(records.class_names), bf16)
     val_scores = score(model, records.inputs, val_rows, embeds, owner, len(records.class_names), bf16)
     result = {"kind": kind, "encoder": encoder, "size": size, "seed": seed, "train_records": int(len(train_rows)),

@@ -50,10 +50,11 @@ from transformers import HfArgumentParser
 from datasets_scripts import parse_corpus_args
 from processing.ecg.data_collator import ECGDataCollator
 from modeling_supreme.training import (
-    STATE_FILE, EarlyStopping, EpochSampler, PretrainingDataset, PretrainingError, ZeroShotEvaluator, build_targets, check_output_dir,
-    concept_query_texts, load_entities, model_card, push_checkpoint_to_hub, record_ids,
+    STATE_FILE, ConceptValidation, EarlyStopping, EpochSampler, PretrainingDataset, PretrainingError, ZeroShotEvaluator, build_targets,
+    check_output_dir, concept_query_texts, load_entities, model_card, push_checkpoint_to_hub, record_ids,
     SignalAugmentation, resolve_resume, save_checkpoint, save_pretrained_atomically, default_recipe,
 )
+from modeling_supreme.training.recipe import DEFAULT_MIXED_PRECISION, bf16_is_native
 
 
 # transformers.get_scheduler's schedules that need no further arguments (reduce_lr_on_plateau needs a metric each
@@ -71,7 +72,7 @@ class DataArguments:
     entities: str = field(metadata={"help": "entities JSONL file from examples/extract_entities.py"})
     dataset_config: Optional[str] = field(default=None, metadata={"help": "corpus configuration (e.g. ptbxl: reports)"})
     data_dir: Optional[str] = field(default=None, metadata={"help": "the corpus folder as downloaded"})
-    sampling_rate: Optional[int] = field(default=None, metadata={"help": "rate the corpus is read at (Hz); also the model's rate"})
+    sampling_rate: Optional[int] = field(default=None, metadata={"help": "rate the corpus is read at (Hz), and then also the model's rate; default: the corpus's own rate, the model's from --ecg_sampling_rate"})
     dataset_arg: list[str] = field(default_factory=list, metadata={"help": "extra corpus argument KEY=VALUE (e.g. num_records=2000)", "nargs": "*"})
     cache_dir: Optional[str] = field(default=None, metadata={"help": "datasets cache folder"})
     min_concept_count: int = field(default=10, metadata={"help": "keep concepts present in at least this many training records"})
@@ -81,12 +82,13 @@ class DataArguments:
     withhold_concepts: list[str] = field(default_factory=list, metadata={"help": "concepts kept out of the targets (to test them as unseen)", "nargs": "*"})
     allow_unknown_entity_records: bool = field(default=False, metadata={"help": "accept entity lines for records the corpus lacks (e.g. records skipped as unreadable)"})
     max_train_records: Optional[int] = field(default=None, metadata={"help": "use only the first N training records (quick trials)"})
-    eval_dataset: Optional[str] = field(default=None, metadata={"help": "corpus for zero-shot model selection (its validation split)"})
+    eval_dataset: Optional[str] = field(default=None, metadata={"help": "labelled corpus for zero-shot model selection (its validation split); without it, see --concept_validation"})
     eval_dataset_config: Optional[str] = field(default=None, metadata={"help": "its configuration (e.g. ptbxl: super)"})
     eval_data_dir: Optional[str] = field(default=None, metadata={"help": "its folder"})
     eval_dataset_arg: list[str] = field(default_factory=list, metadata={"help": "extra eval corpus argument KEY=VALUE", "nargs": "*"})
     eval_prompts: Optional[str] = field(default=None, metadata={"help": "JSON {class: prompt(s)} overriding the prompt bank"})
     eval_max_records: Optional[int] = field(default=None, metadata={"help": "evaluate on at most N validation records"})
+    concept_validation: bool = field(default=True, metadata={"help": "without --eval_dataset: select the model and stop early on the trained concepts' macro AUROC over the training corpus's validation split, against its records' report targets"})
     dataloader_num_workers: int = field(default=0, metadata={"help": "worker processes preparing batches"})
 
 
@@ -98,6 +100,7 @@ class ModelArguments:
     ecg_patch_embedding: str = field(default="conv", metadata={"help": "ViT patch embedding: conv (convolutional stem) or linear"})
     text_encoder: str = field(default="sentence-transformers/all-MiniLM-L6-v2", metadata={"help": "HF id or folder of the text encoder"})
     duration: float = field(default=10.0, metadata={"help": "seconds of ECG the model sees"})
+    ecg_sampling_rate: Optional[int] = field(default=None, metadata={"help": "the model's rate (Hz; the processor resamples); default: --sampling_rate when given, else by corpus size (100 Hz below 5,000 records), else the corpus's"})
     fusion_num_layers: int = field(default=2, metadata={"help": "Cardiac Fusion Network depth"})
     loss_type: str = field(default="bce", metadata={"help": "bce or asymmetric"})
     lead_subset_prob: float = field(default=0.3, metadata={"help": "probability that a training ECG is shown with a random subset of its leads"})
@@ -124,7 +127,7 @@ class TrainArguments:
     early_stopping_patience: Optional[int] = field(default=None, metadata={"help": "stop after N validations without improvement (default by corpus size; 0: never)"})
     calibrate_scores: bool = field(default=True, metadata={"help": "fit a zero-shot logit scale/bias on the evaluation validation split and store it in the checkpoint"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    mixed_precision: Optional[str] = field(default=None, metadata={"help": "no, bf16 or fp16 (fp16 does nothing on CPU); default: the launcher's (accelerate launch --mixed_precision, accelerate config), else no"})
+    mixed_precision: Optional[str] = field(default=None, metadata={"help": "no, bf16 or fp16 (fp16 does nothing on CPU); default: bf16 or fp16 when the launcher asks for it (accelerate launch --mixed_precision, accelerate config), else bf16 where the device runs it natively, else no"})
     bf16: bool = field(default=False, metadata={"help": "HF Trainer's name for --mixed_precision bf16"})
     fp16: bool = field(default=False, metadata={"help": "HF Trainer's name for --mixed_precision fp16"})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "learning-rate schedule after the warm-up, as HF Trainer names them: " + ", ".join(SCHEDULERS)})
@@ -155,7 +158,7 @@ def load_corpus(name, config, data_dir, sampling_rate, cache_dir, extra):
 def build_model(model_args, data_args, targets, query_texts):
     from modeling_supreme import ECGProcessor, SuPreMEConfig, SuPreMEModel
 
-    rate = data_args.sampling_rate or 500
+    rate = model_args.ecg_sampling_rate or data_args.sampling_rate or 500
     config = SuPreMEConfig(
         sampling_rate=rate, num_samples=int(round(model_args.duration * rate)), ecg_encoder_type=model_args.ecg_encoder_type,
         ecg_preset=model_args.model_preset, ecg_num_layers=model_args.ecg_num_layers, ecg_patch_embedding=model_args.ecg_patch_embedding,
@@ -166,9 +169,17 @@ def build_model(model_args, data_args, targets, query_texts):
     return SuPreMEModel(config), ECGProcessor.from_config(config)
 
 
-def apply_recipe(recipe, model_args, train_args, log):
-    """Fill the flags left unset from the corpus-size recipe (modeling_supreme.training.recipe)."""
+def apply_recipe(recipe, model_args, train_args, log, corpus_rate=None):
+    """Fill the flags left unset from the corpus-size recipe (modeling_supreme.training.recipe).
+
+    ``corpus_rate``: the rate the corpus is read at when the user chose none (the model's rate then
+    comes from the recipe, or is that rate); None when --sampling_rate was given, which sets both.
+    """
     filled = {}
+    if model_args.ecg_sampling_rate is None and corpus_rate is not None:
+        model_args.ecg_sampling_rate = recipe.sampling_rate or corpus_rate
+        if recipe.sampling_rate:
+            filled["ecg_sampling_rate"] = recipe.sampling_rate
     if model_args.ecg_num_layers is None and model_args.ecg_encoder_type == "vit":
         model_args.ecg_num_layers = filled["ecg_num_layers"] = recipe.ecg_num_layers
     for name in ("learning_rate", "weight_decay", "warmup_ratio", "num_train_epochs", "per_device_train_batch_size",
@@ -226,8 +237,14 @@ def parse_arguments(argv=None):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def resolve_mixed_precision(train_args) -> Optional[str]:
-    """The precision to pass to `Accelerator`: the flags' when given, else None (the launcher's choice)."""
+def resolve_mixed_precision(train_args, device_type: Optional[str] = None) -> Optional[str]:
+    """The precision to pass to `Accelerator`.
+
+    The flags' when given; else None (the launcher's choice) when the launcher asks for bf16 or fp16;
+    else the recipe's bf16 where ``device_type`` runs it natively, else "no". `accelerate launch` sets
+    "no" when it is given nothing, so a launcher's "no" cannot be told from a default: pass
+    `--mixed_precision no` to this script to force fp32.
+    """
     chosen = {name for name, flag in (("bf16", train_args.bf16), ("fp16", train_args.fp16)) if flag}
     if train_args.mixed_precision is not None:
         if train_args.mixed_precision not in ("no", "bf16", "fp16"):
@@ -235,9 +252,18 @@ def resolve_mixed_precision(train_args) -> Optional[str]:
         chosen.add(train_args.mixed_precision)
     if len(chosen) > 1:
         raise PretrainingError(f"conflicting precision flags: {sorted(chosen)} (--bf16/--fp16/--mixed_precision)")
+    if chosen:
+        return chosen.pop()
     # None lets Accelerator read ACCELERATE_MIXED_PRECISION, which `accelerate launch` sets from its
     # --mixed_precision flag or `accelerate config`.
-    return chosen.pop() if chosen else None
+    if os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower() in ("bf16", "fp16", "fp8"):
+        return None
+    if device_type is None:
+        from accelerate.utils import str_to_bool
+
+        on_cpu = str_to_bool(os.environ.get("ACCELERATE_USE_CPU", "false")) or not torch.cuda.is_available()
+        device_type = "cpu" if on_cpu else "cuda"
+    return DEFAULT_MIXED_PRECISION if DEFAULT_MIXED_PRECISION != "bf16" or bf16_is_native(device_type) else "no"
 
 
 def trackers(report_to) -> Optional[list]:
@@ -313,18 +339,19 @@ def train(argv=None):
         train_split = train_split.select(range(min(len(train_split), data_args.max_train_records)))
     if len(train_split) == 0:
         raise PretrainingError(f"the training split of {data_args.dataset!r} is empty")
+    corpus_rate = None
     if data_args.sampling_rate is None:
-        data_args.sampling_rate = int(train_split[0]["sampling_rate"])
+        data_args.sampling_rate = corpus_rate = int(train_split[0]["sampling_rate"])
     all_ids = [rid for name in corpus for rid in record_ids(corpus[name])]
     train_ids = record_ids(train_split)
     entities = load_entities(data_args.entities)
     from processing.concepts.ontology import load_concept_ancestors
 
+    ancestors = load_concept_ancestors() if data_args.target_ancestors else None
     targets = build_targets(train_ids, all_ids, entities, data_args.min_concept_count, data_args.uncertain,
                             data_args.allow_unknown_entity_records, not_mentioned=data_args.not_mentioned,
-                            ancestors=load_concept_ancestors() if data_args.target_ancestors else None,
-                            withheld=data_args.withhold_concepts)
-    apply_recipe(default_recipe(len(targets.rows)), model_args, train_args, log)
+                            ancestors=ancestors, withheld=data_args.withhold_concepts)
+    apply_recipe(default_recipe(len(targets.rows)), model_args, train_args, log, corpus_rate)
     log(f"{targets.report['used_records']} training records, {len(targets.concepts)} concepts "
         f"(>= {data_args.min_concept_count} positives): {', '.join(targets.concepts[:8])}"
         f"{' ...' if len(targets.concepts) > 8 else ''}")
@@ -342,7 +369,24 @@ def train(argv=None):
         flat_embeds = model.get_query_embeddings(tokens["query_input_ids"], tokens["query_attention_mask"])
     variant_counts = torch.tensor([len(options) for options in query_texts])
     variant_offsets = torch.cumsum(variant_counts, 0) - variant_counts
-    evaluator = ZeroShotEvaluator.from_args(data_args, train_args) if data_args.eval_dataset else None
+    evaluator = None
+    bf16_eval = accelerator.mixed_precision == "bf16"
+    if data_args.eval_dataset:
+        evaluator = ZeroShotEvaluator.from_args(data_args, train_args, bf16=bf16_eval)
+    elif data_args.concept_validation and "validation" in corpus:
+        evaluator, why_not = ConceptValidation.from_split(
+            corpus["validation"], entities, targets.concepts, query_texts, uncertain=data_args.uncertain,
+            not_mentioned=data_args.not_mentioned, ancestors=ancestors, withheld=data_args.withhold_concepts,
+            batch_size=train_args.per_device_eval_batch_size, bf16=bf16_eval, dataset=data_args.dataset)
+        if evaluator is None:
+            log(f"no model selection: the validation split of {data_args.dataset!r} cannot validate the concepts ({why_not}); "
+                "the last model is kept")
+        else:
+            log(f"model selection and early stopping on the validation split of {data_args.dataset!r}: macro AUROC of "
+                f"{len(evaluator.scored_concepts())} trained concepts over {len(evaluator.split)} records' report targets")
+    else:
+        log("no model selection: no --eval_dataset" + ("" if data_args.concept_validation else " and --no_concept_validation")
+            + (" and the corpus has no validation split" if "validation" not in corpus else "") + "; the last model is kept")
 
     try:
         augmentation = SignalAugmentation(crop_seconds=model_args.crop_seconds or None, amplitude_scale=model_args.amplitude_scale,
@@ -413,7 +457,7 @@ def train(argv=None):
             state.update(stopper.state_dict())
             if metric is not None:
                 accelerator.log({"eval/val_macro_auroc": metric}, step=state["global_step"])
-                log(f"step {state['global_step']}: zero-shot validation macro AUROC {metric:.4f}"
+                log(f"step {state['global_step']}: {evaluator.metric_label} {metric:.4f}"
                     f"{' (best so far)' if stopper.improved else ''}")
             if stopper.improved:
                 save_pretrained_atomically(unwrapped, processor, best_dir, {"concepts.json": json.dumps(concepts_record(), indent=2)})
@@ -504,9 +548,11 @@ def train(argv=None):
                 log(f"zero-shot score calibration on validation: scale {results['calibration']['scale']:.3f}, bias "
                     f"{results['calibration']['bias']:.3f}, ECE {results['calibration']['ece_before']:.3f} -> "
                     f"{results['calibration']['ece_after']:.3f}")
-            results["best"] = {"step": state["best_step"], "macro_auroc": state["best_metric"],
-                               "eval_dataset": data_args.eval_dataset, "eval_dataset_config": data_args.eval_dataset_config,
-                               "split": "validation", "class_names": evaluator.class_names}
+            selected_on = ({"eval_dataset": data_args.eval_dataset, "eval_dataset_config": data_args.eval_dataset_config}
+                           if data_args.eval_dataset else
+                           {"eval_dataset": data_args.dataset, "eval_dataset_config": data_args.dataset_config, "kind": "concepts"})
+            results["best"] = {"step": state["best_step"], "macro_auroc": state["best_metric"], **selected_on,
+                               **evaluator.describe()}
         else:
             final_model = unwrapped
         files = {

@@ -66,6 +66,9 @@ def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # A private torch op: checked once, so a torch build without it (or a later release that drops it) falls
 # back to `F.linear` instead of failing in a checkpoint's remote code.
 _HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# oneDNN creates no bf16 inner-product primitive on CPUs without native bf16 support (AVX-512 BF16 or
+# AMX; seen on an AVX2-only AMD EPYC): there bf16 goes through `F.linear` as autocast would.
+_HAS_ONEDNN_BF16 = _HAS_ONEDNN_LINEAR and bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
 
 
 def _onednn_dtype(x: torch.Tensor) -> torch.dtype | None:
@@ -76,8 +79,10 @@ def _onednn_dtype(x: torch.Tensor) -> torch.dtype | None:
     if x.device.type != "cpu" or torch.is_grad_enabled() or not _HAS_ONEDNN_LINEAR:
         return None
     if torch.is_autocast_enabled("cpu"):
-        return torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
-    return x.dtype if x.dtype in (torch.float32, torch.bfloat16) else None
+        dtype = torch.bfloat16 if torch.get_autocast_dtype("cpu") == torch.bfloat16 else None
+    else:
+        dtype = x.dtype if x.dtype in (torch.float32, torch.bfloat16) else None
+    return None if dtype == torch.bfloat16 and not _HAS_ONEDNN_BF16 else dtype
 
 
 def _onednn_linear(x, weight, bias, activation: str = "none"):

@@ -108,13 +108,40 @@ def test_killed_run_resumes_to_the_same_weights(corpus, uninterrupted, tmp_path)
 
 
 @pytest.mark.slow
+def test_only_required_flags_select_on_the_corpus_validation_split(corpus, tmp_path):
+    """No --eval_dataset and no --sampling_rate: the model is selected on the trained concepts over the
+    corpus's validation split, and its rate is the recipe's 100 Hz (the corpus is read at 500 Hz)."""
+    output = tmp_path / "required"
+    result = run_script(["--dataset", "synthetic", "--dataset_arg", "num_records=160", "seed=1", "--cache_dir", corpus["cache"],
+                         "--entities", corpus["entities"], "--min_concept_count", "3", "--ecg_num_layers", "2",
+                         "--max_steps", "4", "--output_dir", str(output)])
+    assert "model selection and early stopping on the validation split of 'synthetic'" in result.stdout
+    assert "saved the best validated model" in result.stdout
+    best = json.loads((output / "eval_results.json").read_text())["best"]
+    assert best["kind"] == "concepts" and best["split"] == "validation" and 0.0 <= best["macro_auroc"] <= 1.0
+    assert best["class_names"] and best["records"] > 0
+    config = json.loads((output / "config.json").read_text())
+    assert config["sampling_rate"] == 100 and config["num_samples"] == 1000
+    args = json.loads((output / "training_args.json").read_text())
+    assert args["data"]["sampling_rate"] == 500 and args["model"]["ecg_sampling_rate"] == 100
+    card = (output / "README.md").read_text()
+    assert "trained concepts against the targets" in card and "model-index" in card
+
+    plain = tmp_path / "plain"
+    result = run_script(base_args(corpus, plain, "--max_steps", "2", "--no_concept_validation"))
+    assert "saved the last model" in result.stdout
+    assert "best" not in json.loads((plain / "eval_results.json").read_text())
+
+
+@pytest.mark.slow
 def test_two_cpu_processes(corpus, tmp_path):
     output = tmp_path / "ddp"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
     result = run_script(base_args(corpus, output, "--max_steps", "3", "--checkpointing_steps", "3"),
                         env={"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}, launcher=launcher)
     assert (output / "model.safetensors").is_file()
-    assert result.stdout.count("saved the last model") == 1  # only the main process writes
+    # The synthetic corpus has a validation split with entity lines: the model is selected on it.
+    assert result.stdout.count("saved the best validated model") == 1  # only the main process writes
     state = json.loads((output / "checkpoints" / "step_00000003" / "trainer_state.json").read_text())
     assert state["global_step"] == 3
 

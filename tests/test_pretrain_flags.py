@@ -68,7 +68,30 @@ def _train_args(*flags):
     return pretrain.parse_arguments(["--dataset", "d", "--entities", "e", "--output_dir", "o", *flags])[2]
 
 
-def test_precision_flags_leave_the_launcher_alone_unless_given():
+def test_precision_without_flags_is_the_launchers_bf16_or_the_native_bf16(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(pretrain, "bf16_is_native", lambda device_type: device_type == "cuda")
+    assert pretrain.resolve_mixed_precision(_train_args(), "cpu") == "no"  # emulated bf16 is slower than fp32
+    assert pretrain.resolve_mixed_precision(_train_args(), "cuda") == "bf16"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # what `accelerate launch` sets when given nothing
+    assert pretrain.resolve_mixed_precision(_train_args(), "cuda") == "bf16"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")  # the launcher asked: Accelerator reads it
+    assert pretrain.resolve_mixed_precision(_train_args(), "cpu") is None
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    assert pretrain.resolve_mixed_precision(_train_args("--mixed_precision", "no"), "cuda") == "no"  # the flag wins
+
+
+def test_bf16_is_native_is_onednns_own_check():
+    import torch
+
+    from modeling_supreme.training import bf16_is_native
+
+    assert bf16_is_native("cpu") == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert bf16_is_native("cuda") == (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def test_precision_flags_leave_the_launcher_alone_unless_given(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     assert pretrain.resolve_mixed_precision(_train_args()) is None
     assert pretrain.resolve_mixed_precision(_train_args("--bf16")) == "bf16"
     assert pretrain.resolve_mixed_precision(_train_args("--fp16")) == "fp16"

@@ -184,6 +184,7 @@ def test_recipe_by_corpus_size():
     assert small.ecg_num_layers < large.ecg_num_layers == 12
     assert small.learning_rate > large.learning_rate and small.num_train_epochs > large.num_train_epochs
     assert small.mixed_precision == "bf16" and small.early_stopping_patience > 0
+    assert small.sampling_rate == 100 and large.sampling_rate is None  # None: the corpus's own rate
     with pytest.raises(ValueError):
         default_recipe(0)
 

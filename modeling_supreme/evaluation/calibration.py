@@ -106,12 +106,19 @@ class LogitCalibration:
         return asdict(self)
 
 
+# The smallest scale a fit may return. A model whose validation scores carry no signal fits a scale
+# near 0 (seen: 1.5e-6 on an untrained model), which maps every logit to one float32 score and so
+# destroys the rankings that AUROC measures; above the floor the fit's optimum is unchanged.
+MIN_LOGIT_SCALE = 0.05
+
+
 def fit_logit_calibration(scores, targets, per_class_bias: bool = False, l2: float = 1e-3, steps: int = 500) -> LogitCalibration:
     """Fit a shared scale and bias (and optionally one bias per class) on validation scores.
 
     L-BFGS on the (convex in scale, bias) log loss of the few parameters; the scale is parametrised
-    as exp(.) so that it stays positive and keeps rankings; ``l2`` keeps per-class biases finite for
-    classes that are all-negative in a small validation split.
+    as MIN_LOGIT_SCALE + exp(.) so that it stays positive (rankings kept) and float32 scores stay
+    distinct; ``l2`` keeps per-class biases finite for classes that are all-negative in a small
+    validation split.
     """
     import torch
 
@@ -119,7 +126,7 @@ def fit_logit_calibration(scores, targets, per_class_bias: bool = False, l2: flo
     y = torch.tensor(np.asarray(targets, dtype=np.float64))
     if z.shape != y.shape or z.ndim != 2:
         raise ValueError(f"scores and targets must both be (records, classes); got {tuple(z.shape)} and {tuple(y.shape)}")
-    log_scale = torch.zeros((), dtype=torch.float64, requires_grad=True)  # scale = exp(.) > 0 keeps rankings
+    log_scale = torch.tensor(np.log(1.0 - MIN_LOGIT_SCALE), dtype=torch.float64, requires_grad=True)  # scale 1 at the start
     bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
     class_bias = torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=per_class_bias)
     params = [log_scale, bias] + ([class_bias] if per_class_bias else [])
@@ -127,18 +134,21 @@ def fit_logit_calibration(scores, targets, per_class_bias: bool = False, l2: flo
 
     def closure():
         optimizer.zero_grad()
-        logits = torch.exp(log_scale) * z + bias + class_bias[None, :]
+        logits = (MIN_LOGIT_SCALE + torch.exp(log_scale)) * z + bias + class_bias[None, :]
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y) + l2 * (class_bias**2).sum()
         loss.backward()
         return loss
 
     before = float(torch.nn.functional.binary_cross_entropy_with_logits(z, y))
-    after = float(optimizer.step(closure).detach())
+    optimizer.step(closure)  # returns the loss before the step, not after
+    with torch.no_grad():
+        scale = MIN_LOGIT_SCALE + torch.exp(log_scale)
+        after = float(torch.nn.functional.binary_cross_entropy_with_logits(scale * z + bias + class_bias[None, :], y))
     return LogitCalibration(
-        scale=float(torch.exp(log_scale).detach()), bias=float(bias.detach()),
+        scale=float(scale), bias=float(bias.detach()),
         class_bias=[float(b) for b in class_bias.detach()] if per_class_bias else None,
         details={"validation_log_loss_before": before, "validation_log_loss_after": after, "records": int(z.shape[0])},
     )
 
 
-__all__ = ["LogitCalibration", "best_f1_thresholds", "expected_calibration_error", "f1_at_thresholds", "fit_logit_calibration"]
+__all__ = ["MIN_LOGIT_SCALE", "LogitCalibration", "best_f1_thresholds", "expected_calibration_error", "f1_at_thresholds", "fit_logit_calibration"]

@@ -82,6 +82,7 @@ def zero_shot_scores(
     bf16: bool = False,
     progress: bool = True,
     num_workers: int = 0,
+    with_targets: bool = True,
 ) -> Tuple[np.ndarray, np.ndarray, List[str]]:
     """Zero-shot scores of every record of a split against every class.
 
@@ -100,6 +101,8 @@ def zero_shot_scores(
         bf16: run the model under bfloat16 autocast (query embeddings stay float32).
         progress: show a tqdm bar.
         num_workers: DataLoader workers for the feature extractor (0: in this process).
+        with_targets: read the targets from the split's `labels` column; False for a split without
+            labels (targets is then None).
 
     Returns:
         `(scores, targets, record_ids)`: scores float64 `(N, C)` in (0, 1), targets int8 `(N, C)` 0/1
@@ -149,7 +152,7 @@ def zero_shot_scores(
             bar.close()
     finally:
         model.train(was_training)
-    targets = label_matrix(split_labels(dataset_split), class_names)
+    targets = label_matrix(split_labels(dataset_split), class_names) if with_targets else None
     return scores, targets, record_ids
 
 

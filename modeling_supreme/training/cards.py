@@ -46,13 +46,24 @@ def eval_results(data: Mapping, results: Mapping, model_name: str):
     best = results.get("best")
     if not best:
         return []
+    name, config = _selection_corpus(data, best)
+    concepts = best.get("kind") == "concepts"
     return [EvalResult(
         task_type=TASK, task_name="Zero-shot ECG classification",
-        dataset_type=data["eval_dataset"], dataset_name=_corpus(data["eval_dataset"], data.get("eval_dataset_config")),
-        dataset_config=data.get("eval_dataset_config"), dataset_split=best.get("split", "validation"),
-        metric_type="roc_auc", metric_name="macro AUROC (zero-shot, validation split, used for model selection)",
+        dataset_type=name, dataset_name=_corpus(name, config),
+        dataset_config=config, dataset_split=best.get("split", "validation"),
+        metric_type="roc_auc",
+        metric_name=("macro AUROC of the trained concepts against report targets (validation split, used for model selection)"
+                     if concepts else "macro AUROC (zero-shot, validation split, used for model selection)"),
         metric_value=round(float(best["macro_auroc"]), 4),
     )]
+
+
+def _selection_corpus(data: Mapping, best: Mapping):
+    """The corpus the model was selected on: the evaluation corpus, or the training corpus itself."""
+    if "eval_dataset" in best:
+        return best["eval_dataset"], best.get("eval_dataset_config")
+    return data["eval_dataset"], data.get("eval_dataset_config")
 
 
 def build_model_card(args: dict, targets: TrainingTargets, results: dict, hub_model_id: Optional[str],
@@ -91,9 +102,17 @@ def model_card(args: dict, targets: TrainingTargets, results: dict, hub_model_id
 def _body(data, model, train, targets, results, hub_model_id, base_model, extra_sections) -> str:
     concept_lines = "\n".join(f"| {c} | {n} |" for c, n in zip(targets.concepts, targets.counts))
     best = results.get("best")
-    if best:
+    if best and best.get("kind") == "concepts":
+        metric_lines = (f"No labelled evaluation corpus was given: the model was selected (and training stopped early) on "
+                        f"the validation split of the training corpus `{_corpus(*_selection_corpus(data, best))}`, by the "
+                        f"macro AUROC of {len(best.get('class_names', []))} trained concepts against the targets that those "
+                        f"{best.get('records', '?')} records' reports give: **{best['macro_auroc']:.4f}** at step {best['step']} of "
+                        f"{results.get('steps', '?')}. This measures the pre-training task on held-out reports, not zero-shot "
+                        "classification; report that with examples/zero_shot.py on a labelled test split. The same number "
+                        "is in the card's `model-index`.")
+    elif best:
         metric_lines = (f"Zero-shot macro AUROC on the validation split of "
-                        f"`{_corpus(data['eval_dataset'], data.get('eval_dataset_config'))}`: "
+                        f"`{_corpus(*_selection_corpus(data, best))}`: "
                         f"**{best['macro_auroc']:.4f}** at step {best['step']} of {results.get('steps', '?')} (used for "
                         "model selection, so it is optimistic; report test-split numbers with examples/zero_shot.py). "
                         "The same number is in the card's `model-index`.")

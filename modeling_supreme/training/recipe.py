@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 
 SMALL_CORPUS = 5_000  # records: below, the small-corpus recipe
 LARGE_CORPUS = 100_000  # records: from here, the preset's full depth
+# Every corpus size's precision: pretrain.py must choose it before the corpus (and its size) is read.
+DEFAULT_MIXED_PRECISION = "bf16"
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,13 @@ class Recipe:
     num_train_epochs: float
     per_device_train_batch_size: int
     early_stopping_patience: int  # evaluations without improvement before stopping
-    mixed_precision: str  # bf16: measured within 0.01 of fp32 scores, about 1.5-2x faster on CPU
+    # bf16: measured within 0.01 of fp32 scores, about 1.5-2x faster on a CPU with AVX-512 BF16. Only where
+    # the device runs it natively (see `bf16_is_native`): emulated bf16 (AVX2-only CPUs) is slower than fp32.
+    mixed_precision: str
+    # The model's sampling rate when the user sets none (None: the corpus's rate). 100 Hz keeps the ViT's
+    # token grid (one token per 0.1 s) and cuts the convolutional stem's work 5x against 500 Hz; the study's
+    # small-corpus numbers are measured at 100 Hz.
+    sampling_rate: int | None = None
     # Signal augmentation (modeling_supreme.training.SignalAugmentation); off unless the recipe sets it.
     crop_seconds: float | None = None
     amplitude_scale: float = 1.0
@@ -48,13 +56,27 @@ def default_recipe(num_records: int) -> Recipe:
         # windows + amplitude/noise/wander 0.765 vs 0.762 without (a tie) at about 0.7x the training time;
         # amplitude/noise/wander WITHOUT the crop 0.677 (worse), so they are not offered alone.
         return Recipe(ecg_num_layers=4, learning_rate=1e-3, warmup_ratio=0.1, weight_decay=0.05, num_train_epochs=60,
-                      per_device_train_batch_size=batch, early_stopping_patience=8, mixed_precision="bf16",
+                      per_device_train_batch_size=batch, early_stopping_patience=8, mixed_precision=DEFAULT_MIXED_PRECISION, sampling_rate=100,
                       crop_seconds=5.0, amplitude_scale=1.25, noise_std=0.02, baseline_wander=0.1)
     if num_records < LARGE_CORPUS:
         return Recipe(ecg_num_layers=8, learning_rate=5e-4, warmup_ratio=0.05, weight_decay=0.05, num_train_epochs=30,
-                      per_device_train_batch_size=64, early_stopping_patience=5, mixed_precision="bf16")
+                      per_device_train_batch_size=64, early_stopping_patience=5, mixed_precision=DEFAULT_MIXED_PRECISION)
     return Recipe(ecg_num_layers=12, learning_rate=5e-4, warmup_ratio=0.02, weight_decay=0.05, num_train_epochs=10,
-                  per_device_train_batch_size=128, early_stopping_patience=3, mixed_precision="bf16")
+                  per_device_train_batch_size=128, early_stopping_patience=3, mixed_precision=DEFAULT_MIXED_PRECISION)
 
 
-__all__ = ["LARGE_CORPUS", "Recipe", "SMALL_CORPUS", "default_recipe"]
+def bf16_is_native(device_type: str) -> bool:
+    """Whether ``device_type`` ("cpu" or "cuda") computes bfloat16 matmuls natively.
+
+    On a CPU that is oneDNN's own check (AVX-512 BF16 or AMX); without it torch emulates bf16, which on
+    an AVX2-only AMD EPYC ran the encoder slower than fp32.
+    """
+    import torch
+
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
+
+
+__all__ = ["DEFAULT_MIXED_PRECISION", "LARGE_CORPUS", "Recipe", "SMALL_CORPUS", "bf16_is_native", "default_recipe"]

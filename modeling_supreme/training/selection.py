@@ -1,4 +1,11 @@
-"""Model selection during pre-training: zero-shot macro AUROC on a corpus's validation split."""
+"""Model selection during pre-training, on a validation split that training never sees.
+
+Two evaluators with one interface (`__call__(model, processor) -> metric or None`, `fit_calibration`,
+`class_names`, `describe()`): `ZeroShotEvaluator` scores the class prompts of a labelled evaluation
+corpus (`--eval_dataset`); `ConceptValidation` needs no labels beyond the reports: it scores the
+trained concepts on the training corpus's own validation split against the targets that its records'
+entity lines give, so a run with only the required flags can still keep its best model and stop early.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from datasets_scripts import parse_corpus_args
 
 from ..evaluation import EvaluationError, class_prompts, load_evaluation_dataset, macro_auroc, subsample, zero_shot_scores
 from .errors import PretrainingError
+from .targets import IGNORE_INDEX, record_ids, record_status, target_matrix
 
 
 @dataclass
@@ -20,9 +28,11 @@ class ZeroShotEvaluator:
     prompts: dict
     batch_size: int
     bf16: bool
+    metric_label = "zero-shot validation macro AUROC"  # how the training log names the number
 
     @classmethod
-    def from_args(cls, data_args, train_args):
+    def from_args(cls, data_args, train_args, bf16: Optional[bool] = None):
+        """From pretrain.py's arguments; ``bf16``: score under bf16 autocast (default: --mixed_precision bf16)."""
         try:
             corpus, names, _ = load_evaluation_dataset(
                 data_args.eval_dataset, data_args.eval_dataset_config, data_args.eval_data_dir,
@@ -33,7 +43,11 @@ class ZeroShotEvaluator:
             raise PretrainingError(f"evaluation corpus {data_args.eval_dataset!r}: {err}") from None
         if len(split) == 0:
             raise PretrainingError(f"the evaluation corpus {data_args.eval_dataset!r} has an empty validation split")
-        return cls(split, names, prompts, train_args.per_device_eval_batch_size, train_args.mixed_precision == "bf16")
+        return cls(split, names, prompts, train_args.per_device_eval_batch_size,
+                   train_args.mixed_precision == "bf16" if bf16 is None else bf16)
+
+    def describe(self) -> dict:
+        return {"metric": "zero-shot macro AUROC of the class prompts", "split": "validation", "class_names": self.class_names}
 
     def __call__(self, model, processor) -> Optional[float]:
         scores, targets, _ = zero_shot_scores(model, processor, self.split, self.class_names, self.prompts,
@@ -58,6 +72,93 @@ class ZeroShotEvaluator:
         return {"scale": calibration.scale, "bias": calibration.bias, "split": "validation", **calibration.details,
                 "ece_before": expected_calibration_error(scores, targets),
                 "ece_after": expected_calibration_error(calibration.apply(scores), targets)}
+
+
+@dataclass
+class ConceptValidation:
+    """Macro AUROC of the trained concepts on held-out records, with targets from their entity lines.
+
+    Built like the training targets (same uncertain / not-mentioned policies, ancestors and withheld
+    concepts); each concept is queried with its canonical text. A concept counts when its observed
+    targets have at least ``min_each`` positives and ``min_each`` negatives (fewer make an AUROC of
+    one or two records).
+    """
+
+    split: object
+    class_names: list  # the trained concepts
+    prompts: dict  # {concept: [canonical query text]}
+    targets: object  # (records, concepts) float32 in {0, 1, IGNORE_INDEX}
+    batch_size: int
+    bf16: bool
+    dataset: str = ""
+    min_each: int = 2
+    metric_label = "validation macro AUROC of the trained concepts (report targets)"
+
+    @classmethod
+    def from_split(cls, split, entities, concepts, query_texts, *, uncertain, not_mentioned, ancestors, withheld,
+                   batch_size, bf16, dataset="", min_each=2):
+        """None (with the reason) when the split has no record with a usable entities line or no
+        concept to score; else the evaluator over those records."""
+        ids = record_ids(split)
+        keep, statuses = [], []
+        for row, rid in enumerate(ids):
+            line = entities.get(rid)
+            if line is None or line.get("error") or line.get("no_report"):
+                continue
+            keep.append(row)
+            statuses.append(record_status(line, ancestors, withheld))
+        if not keep:
+            return None, f"none of its {len(ids)} records has a usable entities line"
+        targets = target_matrix(statuses, concepts, uncertain, not_mentioned)
+        evaluator = cls(split.select(keep), list(concepts), {c: [q[0]] for c, q in zip(concepts, query_texts)},
+                        targets, batch_size, bf16, dataset, min_each)
+        if not evaluator.scored_concepts():
+            return None, (f"no trained concept has {min_each} positive and {min_each} negative targets among its "
+                          f"{len(keep)} records with entities")
+        return evaluator, None
+
+    def scored_concepts(self) -> list:
+        observed = self.targets != IGNORE_INDEX
+        positives = ((self.targets == 1) & observed).sum(0)
+        negatives = ((self.targets == 0) & observed).sum(0)
+        return [c for c, p, n in zip(self.class_names, positives, negatives) if p >= self.min_each and n >= self.min_each]
+
+    def _scores(self, model, processor):
+        scores, _, _ = zero_shot_scores(model, processor, self.split, self.class_names, self.prompts,
+                                        batch_size=self.batch_size, bf16=self.bf16, progress=False, with_targets=False)
+        return scores
+
+    def __call__(self, model, processor) -> Optional[float]:
+        from sklearn.metrics import roc_auc_score
+
+        scores = self._scores(model, processor)
+        wanted = set(self.scored_concepts())
+        aurocs = []
+        for column, name in enumerate(self.class_names):
+            if name in wanted:
+                observed = self.targets[:, column] != IGNORE_INDEX
+                aurocs.append(roc_auc_score(self.targets[observed, column], scores[observed, column]))
+        return float(sum(aurocs) / len(aurocs)) if aurocs else None
+
+    def fit_calibration(self, model, processor) -> dict:
+        """The shared logit scale/bias fitted on every observed (record, concept) target of this split."""
+        from ..evaluation import expected_calibration_error, fit_logit_calibration
+
+        model.config.zero_shot_logit_scale, model.config.zero_shot_logit_bias = 1.0, 0.0
+        scores = self._scores(model, processor)
+        observed = self.targets != IGNORE_INDEX
+        flat_scores, flat_targets = scores[observed][:, None], self.targets[observed][:, None]
+        calibration = fit_logit_calibration(flat_scores, flat_targets)
+        model.config.zero_shot_logit_scale, model.config.zero_shot_logit_bias = calibration.scale, calibration.bias
+        return {"scale": calibration.scale, "bias": calibration.bias, "split": "validation",
+                "fitted_on": "trained concepts' report targets", **calibration.details,
+                "ece_before": expected_calibration_error(flat_scores, flat_targets),
+                "ece_after": expected_calibration_error(calibration.apply(flat_scores), flat_targets)}
+
+    def describe(self) -> dict:
+        return {"metric": "macro AUROC of the trained concepts against the validation records' report targets",
+                "split": "validation", "eval_dataset": self.dataset, "records": len(self.split),
+                "class_names": self.scored_concepts()}
 
 
 @dataclass
@@ -92,4 +193,4 @@ class EarlyStopping:
         self.bad_evaluations = int(state.get("bad_evaluations", 0))
 
 
-__all__ = ["EarlyStopping", "ZeroShotEvaluator"]
+__all__ = ["ConceptValidation", "EarlyStopping", "ZeroShotEvaluator"]

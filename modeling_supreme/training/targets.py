@@ -130,16 +130,7 @@ def build_targets(train_ids, all_ids, entities, min_count, uncertain="ignore", a
         if line.get("no_report"):  # an empty report says nothing: not a negative for every concept
             no_report += 1
             continue
-        status = {}
-        for entity in line.get("entities") or []:
-            concept, state = entity.get("concept"), entity.get("status")
-            # A concept mentioned twice keeps its strongest statement: present > uncertain > absent.
-            rank = _RANK.get(state, -1)
-            if concept and rank > _RANK.get(status.get(concept), -1):
-                status[concept] = state
-        if ancestors:
-            status = expand_ancestors(status, ancestors)
-        statuses_by_row.append({c: s for c, s in status.items() if c not in withheld})
+        statuses_by_row.append(record_status(line, ancestors, withheld))
         rows.append(row)
     if not rows:
         raise PretrainingError(
@@ -156,20 +147,40 @@ def build_targets(train_ids, all_ids, entities, min_count, uncertain="ignore", a
             f"no concept is positive in at least {min_count} of the {len(rows)} training records "
             f"(most frequent: {best or 'none'}); lower --min_concept_count or check the entities file"
         )
-    index = {c: i for i, c in enumerate(concepts)}
-    fill = 0.0 if not_mentioned == "negative" else IGNORE_INDEX
-    targets = np.full((len(rows), len(concepts)), fill, dtype=np.float32)
-    value = {"present": 1.0, "absent": 0.0, "uncertain": {"ignore": IGNORE_INDEX, "positive": 1.0, "negative": 0.0}[uncertain]}
-    for r, status in enumerate(statuses_by_row):
-        for concept, state in status.items():
-            if concept in index and state in value:
-                targets[r, index[concept]] = value[state]
+    targets = target_matrix(statuses_by_row, concepts, uncertain, not_mentioned)
     report = {"training_records": len(train_ids), "used_records": len(rows), "records_without_entities": missing,
               "records_with_extraction_error": errors, "records_without_report": no_report,
               "unknown_entity_records": len(unknown),
               "concepts_seen": len(counts), "concepts_kept": len(concepts), "min_concept_count": min_count,
               "not_mentioned": not_mentioned, "ancestors": bool(ancestors), "withheld": sorted(withheld)}
     return TrainingTargets(concepts, [counts[c] for c in concepts], np.asarray(rows), targets, report)
+
+
+def record_status(line: dict, ancestors=None, withheld=()) -> dict:
+    """One entities line as {concept: present/absent/uncertain}, ancestors added, withheld concepts dropped."""
+    status = {}
+    for entity in line.get("entities") or []:
+        concept, state = entity.get("concept"), entity.get("status")
+        # A concept mentioned twice keeps its strongest statement: present > uncertain > absent.
+        rank = _RANK.get(state, -1)
+        if concept and rank > _RANK.get(status.get(concept), -1):
+            status[concept] = state
+    if ancestors:
+        status = expand_ancestors(status, ancestors)
+    return {c: s for c, s in status.items() if c not in withheld}
+
+
+def target_matrix(statuses, concepts, uncertain="ignore", not_mentioned="negative") -> np.ndarray:
+    """(records, concepts) float32 targets in {0, 1, IGNORE_INDEX} from per-record statuses."""
+    index = {c: i for i, c in enumerate(concepts)}
+    fill = 0.0 if not_mentioned == "negative" else IGNORE_INDEX
+    targets = np.full((len(statuses), len(concepts)), fill, dtype=np.float32)
+    value = {"present": 1.0, "absent": 0.0, "uncertain": {"ignore": IGNORE_INDEX, "positive": 1.0, "negative": 0.0}[uncertain]}
+    for r, status in enumerate(statuses):
+        for concept, state in status.items():
+            if concept in index and state in value:
+                targets[r, index[concept]] = value[state]
+    return targets
 
 
 def concept_query_texts(concepts, variants=("description", "name")):
@@ -197,4 +208,4 @@ def concept_query_texts(concepts, variants=("description", "name")):
     return texts
 
 
-__all__ = ["IGNORE_INDEX", "NOT_MENTIONED_POLICIES", "expand_ancestors", "QUERY_VARIANTS", "UNCERTAIN_POLICIES", "TrainingTargets", "build_targets", "concept_query_texts", "load_entities", "record_ids"]
+__all__ = ["IGNORE_INDEX", "NOT_MENTIONED_POLICIES", "expand_ancestors", "QUERY_VARIANTS", "UNCERTAIN_POLICIES", "TrainingTargets", "build_targets", "concept_query_texts", "load_entities", "record_ids", "record_status", "target_matrix"]
