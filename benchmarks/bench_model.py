@@ -84,6 +84,9 @@ def main():
     parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the int8 path (dynamic quantisation of the Linear layers)")
     parser.add_argument("--pipeline_repeats", type=int, default=3)
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time bf16 autocast (default: where this CPU runs bf16 natively; emulated bf16 on "
+                             "an AVX2-only CPU took minutes for one 2048^3 matmul)")
     parser.add_argument("--patch_embedding", choices=("conv", "linear"), default=None,
                         help="the new model's ViT patch embedding (default: SuPreMEConfig's, the conv stem); "
                              "linear is MERL's layout")
@@ -98,9 +101,14 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU bf16 autocast")
+    from modeling_supreme.training import bf16_is_native
+
+    native = bf16_is_native("cpu")
+    bf16 = native if args.bf16 is None else args.bf16
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {native}; bf16 rows: {'yes' if bf16 else 'skipped'}")
     peak32 = matmul_peak(torch.float32)
-    peak16 = matmul_peak(torch.bfloat16)
+    peak16 = matmul_peak(torch.bfloat16) if bf16 else float("nan")
     print(f"matmul peak (2048^3, median): fp32 {peak32 / 1e12:.3f} TFLOP/s | bf16 {peak16 / 1e12:.3f} TFLOP/s "
           f"| ratio {peak16 / peak32:.1f}x")
 
@@ -134,7 +142,13 @@ def main():
     flops = flops_per_ecg(model, batch, query_embeds)
     print(f"FLOPs per ECG (encoder + fusion, {len(LABELS)} queries): {flops / 1e9:.3f} GFLOP")
 
-    reference = ReferenceViT1d(leads=len(model.config.lead_names), samples=model.config.num_samples).eval()
+    # MERL's layout at this model's token grid and depth, so that a checkpoint at another rate or depth
+    # (pretrain.py's small-corpus recipe: 100 Hz, 4 layers) is compared with the same amount of work.
+    layout = {"patch": model.config.patch_size, "depth": model.config.ecg_num_layers} \
+        if model.config.ecg_encoder_type == "vit" else {}
+    reference = ReferenceViT1d(leads=len(model.config.lead_names), samples=model.config.num_samples, **layout).eval()
+    print(f"MERL reference layout: patch {reference.patch_embedding.kernel_size[0]}, depth {len(reference.blocks)}, "
+          f"width 192, 3 heads, linear patch embedding")
     signals = batch["input_values"]
 
     def ours(autocast: bool):
@@ -145,8 +159,9 @@ def main():
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             return reference(signals)
 
-    candidates = {("ours", "fp32"): lambda: ours(False), ("ours", "bf16"): lambda: ours(True),
-                  ("merl", "fp32"): lambda: merl(False), ("merl", "bf16"): lambda: merl(True)}
+    candidates = {("ours", "fp32"): lambda: ours(False), ("merl", "fp32"): lambda: merl(False)}
+    if bf16:
+        candidates.update({("ours", "bf16"): lambda: ours(True), ("merl", "bf16"): lambda: merl(True)})
     if args.int8:
         quantized = quantize_for_cpu(model)
 
@@ -166,29 +181,31 @@ def main():
             fn()
             times[key].append(time.perf_counter() - start)
     raw = {key: args.batch_size / statistics.median(values) for key, values in times.items()}
-    peaks = {"fp32": peak32, "bf16": peak16, "int8": peak16}
+    # int8 against the bf16 peak where there is one (VNNI int8 and bf16 matmuls peak alike on AVX-512).
+    peaks = {"fp32": peak32, "bf16": peak16, "int8": peak16 if bf16 else peak32}
     for (who, name), rate in raw.items():
         label = "SuPreME encoder+fusion" if who == "ours" else "MERL bare ViT-tiny    "
         print(f"{label} forward, batch {args.batch_size}, {name}: {rate:8.1f} ECG/s | "
-              f"{flops * rate / 1e12:.3f} TFLOP/s = {flops * rate / peaks[name]:.0%} of the {'bf16' if name != 'fp32' else 'fp32'} matmul peak")
-    for name in ("fp32", "bf16"):
+              f"{flops * rate / 1e12:.3f} TFLOP/s = {flops * rate / peaks[name]:.0%} of the {'bf16' if name != 'fp32' and bf16 else 'fp32'} matmul peak")
+    for name in ("fp32", "bf16") if bf16 else ("fp32",):
         print(f"ratio ours/MERL, {name}: {raw[('ours', name)] / raw[('merl', name)]:.2f}x")
     if args.int8:
-        print(f"ratio ours int8 / MERL bf16: {raw[('ours', 'int8')] / raw[('merl', 'bf16')]:.2f}x "
-              f"(target 2x) | ours int8 / ours fp32: {raw[('ours', 'int8')] / raw[('ours', 'fp32')]:.2f}x")
+        best_merl = "bf16" if bf16 else "fp32"
+        print(f"ratio ours int8 / MERL {best_merl}: {raw[('ours', 'int8')] / raw[('merl', best_merl)]:.2f}x "
+              f"(target 2x MERL bf16) | ours int8 / ours fp32: {raw[('ours', 'int8')] / raw[('ours', 'fp32')]:.2f}x")
     raw = {name: raw[("ours", name)] for who, name in raw if who == "ours"}
 
     from transformers import pipeline
 
     classifier = pipeline("zero-shot-ecg-classification", model=model, processor=processor)
-    modes = {"fp32": {}, "bf16": {"autocast_dtype": "bfloat16"}}
+    modes = {"fp32": {}, "bf16": {"autocast_dtype": "bfloat16"}} if bf16 else {"fp32": {}}
     if args.int8:
         modes["int8"] = {"quantization": "int8"}
     # The raw forward over the same records, batched as the pipeline batches them, against the pipeline
     # end to end (preparation in its DataLoader workers, forward, post-processing); interleaved repeats.
     prepared = [processor(ecg=records[i : i + args.batch_size], return_tensors="pt")
                 for i in range(0, len(records), args.batch_size)]
-    models = {"fp32": (model, False), "bf16": (model, True)}
+    models = {"fp32": (model, False), "bf16": (model, True)} if bf16 else {"fp32": (model, False)}
     if args.int8:
         models["int8"] = (quantized, False)
 

@@ -358,7 +358,7 @@ def pool_rows(records, seed, size, pool):
 
 def run_one(records, entities, kind, encoder, size, seed, args, policies=None, withheld=()):
     """Train one model (kind: zero-shot or supervised) and score it once on the test folds."""
-    from modeling_supreme.training import build_targets, concept_query_texts, default_recipe
+    from modeling_supreme.training import bf16_is_native, build_targets, concept_query_texts, default_recipe
     from processing.concepts.ontology import load_concept_ancestors
 
     policies = {**TARGET_DEFAULTS, **(policies or {})}

@@ -108,3 +108,24 @@ def test_cuda_pipeline_scores_match_cpu(tiny_checkpoint, generated_records):
         assert max(gaps) < (1e-3 if not extra else 0.02), (extra, max(gaps))
     with pytest.raises(ValueError, match="CPU only"):
         cuda(paths[:1], candidate_labels=LABELS, quantization="int8")
+
+
+def test_bf16_inference_without_native_bf16_falls_back_to_plain_linear(monkeypatch):
+    """oneDNN builds no bf16 inner-product primitive on CPUs without AVX-512 BF16/AMX (bf16 autocast then
+    raised "could not create a primitive descriptor" on an AVX2-only EPYC): the fused path steps aside."""
+    from modeling_supreme import modeling_supreme as modeling
+
+    monkeypatch.setattr(modeling, "_HAS_ONEDNN_BF16", False)
+    torch.manual_seed(0)
+    model = SuPreMEModel(SuPreMEConfig(ecg_num_layers=2)).eval()
+    x, queries = torch.randn(2, 12, 5000), torch.randn(3, 384)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert modeling._onednn_dtype(x) is None
+        emulated = model(x, query_embeds=queries).logits
+    with torch.no_grad():
+        assert modeling._onednn_dtype(x) == torch.float32  # fp32 keeps the fused kernels
+        reference = model(x, query_embeds=queries).logits
+    assert (emulated.float().sigmoid() - reference.sigmoid()).abs().max() < 0.01
+    assert modeling._HAS_ONEDNN_BF16 is False
+    monkeypatch.undo()
+    assert modeling._HAS_ONEDNN_BF16 == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
