@@ -66,6 +66,21 @@ def test_resampling_cropping_and_padding(extractor):
     assert odd["input_values"].shape == (1, 12, 5000) and odd["attention_mask"][0].sum() == 5000
 
 
+@pytest.mark.parametrize("rate,target", [(500, 100), (257, 500), (200, 500), (1000, 500)])
+def test_resampling_is_scipys_resample_poly_exactly(rate, target):
+    """The extractor passes resample_poly a cached copy of the filter it would design: same output."""
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+
+    signal = _ecg(seconds=10, rate=rate)
+    extractor = ECGFeatureExtractor(sampling_rate=target, num_samples=10 * target, normalization="none", clip_value=None)
+    out = extractor(signal, sampling_rate=rate, lead_names=LEADS)["input_values"][0]
+    ratio = Fraction(target, rate)
+    expected = resample_poly(signal, ratio.numerator, ratio.denominator, axis=1).astype(np.float32)[:, : 10 * target]
+    assert np.array_equal(np.asarray(out), expected)
+
+
 def test_center_crop_takes_the_middle():
     extractor = ECGFeatureExtractor(crop="center", normalization="none", clip_value=None)
     ramp = np.tile(np.arange(15000, dtype=np.float32), (12, 1))

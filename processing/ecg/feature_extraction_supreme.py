@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import warnings
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
@@ -40,6 +41,22 @@ LAYOUTS = ("leads_first", "time_first")
 # ADC counts (an int16 array of counts taken as mV is 1000x too large and clipped flat).
 UNIT_SCALES = {"mV": 1.0, "uV": 1e-3, "µV": 1e-3, "V": 1e3}
 
+
+
+@lru_cache(maxsize=16)
+def _resampling_taps(up: int, down: int) -> np.ndarray:
+    """The low-pass filter `scipy.signal.resample_poly` designs for (up, down) with its default window.
+
+    resample_poly designs it again on every call (firwin); passing it in gives the same output
+    (tested). Measured on 64 PTB-XL records at 500 -> 100 Hz, interleaved in one run: 220 ms against
+    234 ms for the whole feature extractor (6%).
+    """
+    from scipy.signal import firwin
+
+    max_rate = max(up, down)
+    taps = firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+    taps.setflags(write=False)
+    return taps
 
 class ECGFeatureExtractor(FeatureExtractionMixin):
     r"""
@@ -303,7 +320,8 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
             from scipy.signal import resample_poly
 
             ratio = target / rate
-            signal = resample_poly(signal, ratio.numerator, ratio.denominator, axis=1).astype(np.float32)
+            taps = _resampling_taps(ratio.numerator, ratio.denominator).astype(signal.dtype, copy=False)
+            signal = resample_poly(signal, ratio.numerator, ratio.denominator, axis=1, window=taps).astype(np.float32)
         return signal[:, : self.num_samples]
 
     def _normalize(self, signal: np.ndarray) -> np.ndarray:
