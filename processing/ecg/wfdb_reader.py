@@ -698,13 +698,22 @@ def amplitude_issues(signal_mv: np.ndarray, leads: Sequence[str]) -> List[str]:
     check as a file: a flat lead, and a median peak-to-peak or largest sample outside the limits
     above (a wrong unit or gain). NaN samples are ignored.
     """
-    signal = np.asarray(signal_mv, dtype=np.float64)
+    signal = np.asarray(signal_mv)
+    if not np.issubdtype(signal.dtype, np.floating):
+        signal = signal.astype(np.float64)
     finite = np.isfinite(signal)
-    if not finite.any():
+    # The usual case: extremes in the input's own dtype (exact), without float64 and masked copies.
+    # Measured interleaved in one run on 64 PTB-XL records at 500 Hz: 158 ms against 177 ms for the
+    # whole feature extractor (10%).
+    if finite.all():
+        hi, lo = signal.max(axis=1).astype(np.float64), signal.min(axis=1).astype(np.float64)
+        usable = np.ones(signal.shape[0], dtype=bool)
+    elif not finite.any():
         return []
-    hi = np.where(finite, signal, -np.inf).max(axis=1)
-    lo = np.where(finite, signal, np.inf).min(axis=1)
-    usable = finite.any(axis=1)
+    else:
+        hi = np.where(finite, signal, -np.inf).max(axis=1).astype(np.float64)
+        lo = np.where(finite, signal, np.inf).min(axis=1).astype(np.float64)
+        usable = finite.any(axis=1)
     hi, lo = np.where(usable, hi, 0.0), np.where(usable, lo, 0.0)
     return _amplitude_issues(np.stack([hi, lo], axis=1), np.ones(len(leads)), [lead for lead in leads], None,
                              skip=~usable, hint="check the signal's units (millivolts are expected; pass units='uV' "
