@@ -6,9 +6,16 @@ is positive by default; with --target_ancestors (default) a concept also marks i
 The concepts seen at least --min_concept_count times form the training vocabulary; their query texts
 come from the concept vocabulary. The frozen text encoder embeds every query text once, before the
 first step. Depth, learning rate, warm-up, weight decay, epochs, batch size and early-stopping
-patience left unset come from modeling_supreme.training.default_recipe for the corpus size; with an
-evaluation corpus the best validated model is kept, training stops early when validation stops
-improving, and a zero-shot logit scale/bias fitted on validation is stored in the checkpoint.
+patience left unset come from modeling_supreme.training.default_recipe for the corpus size, and so
+does the model's sampling rate when --sampling_rate is not given (100 Hz below 5,000 records). The
+best validated model is kept, training stops early when validation stops improving, and a logit
+scale/bias fitted on validation is stored in the checkpoint; validation is the zero-shot AUROC of an
+evaluation corpus (--eval_dataset), else the trained concepts' AUROC on the training corpus's own
+validation split against its reports (--concept_validation, default on), else none (the last model).
+
+    # only the required flags: the recipe, concept validation, bf16 where the device runs it natively
+    accelerate launch examples/pretrain.py --dataset ptbxl --dataset_config reports --data_dir /data/ptb-xl \
+        --entities ptbxl_entities.jsonl --output_dir runs/ptbxl
 
     accelerate launch examples/pretrain.py --dataset ptbxl --dataset_config reports \\
         --data_dir /data/ptb-xl --sampling_rate 500 --entities ptbxl_entities.jsonl \\
@@ -24,8 +31,9 @@ improving, and a zero-shot logit scale/bias fitted on validation is stored in th
     # the arguments from a JSON file (HF examples' flat form, or a run's training_args.json); flags override it
     accelerate launch --mixed_precision bf16 examples/pretrain.py runs/ptbxl/training_args.json --output_dir runs/again
 
-Precision is the launcher's (`accelerate launch --mixed_precision`, `accelerate config`) unless
-`--mixed_precision`, `--bf16` or `--fp16` is given. `--report_to tensorboard|wandb|trackio|all|none` logs
+Precision: `--mixed_precision`, `--bf16` or `--fp16` when given; else the launcher's when it asks for
+bf16 or fp16 (`accelerate launch --mixed_precision`, `accelerate config`); else bf16 where the device
+runs it natively, else fp32 (`--mixed_precision no` forces fp32: a launcher's "no" is also its default). `--report_to tensorboard|wandb|trackio|all|none` logs
 the loss, learning rate and validation AUROC through accelerate's trackers into OUTPUT_DIR/runs.
 
 The output directory receives a `from_pretrained` checkpoint (model, processor and the concept list),
