@@ -9,7 +9,7 @@ can run the steps yourself:
 1. builds the corpus: the SYNTHETIC ECG corpus (generated 12-lead ECGs with English reports; not
    patient data) or, with --ptbxl_dir, PTB-XL's records and their German/English reports;
 2. extracts clinical entities from the reports with the deterministic lexicon backend;
-3. pre-trains a tiny SuPreME model for a few minutes on the training split (bf16 on CPU), selecting
+3. pre-trains a tiny SuPreME model for a few minutes on the training split (bf16 where the CPU runs it natively), selecting
    the checkpoint by zero-shot macro AUROC on the validation split;
 4. evaluates zero-shot on the held-out test split. For the synthetic corpus the class prompts come
    from examples/demo_prompts.json, worded unlike any training report and unlike the training
@@ -98,7 +98,12 @@ def main(argv=None):
     with open(entities) as handle:
         print("an entities line:", handle.readline().strip()[:300])
 
-    step(f"3. Pre-training a small SuPreME model for at most {args.train_minutes:g} minutes (bf16 autocast on CPU)")
+    from modeling_supreme.training import bf16_is_native
+
+    # Emulated bf16 (a CPU without AVX-512 BF16/AMX) is slower than fp32: bf16 only where it is native.
+    bf16 = ["--bf16"] if bf16_is_native("cpu") else []
+    precision = "bf16 autocast" if bf16 else "fp32: this CPU has no native bf16"
+    step(f"3. Pre-training a small SuPreME model for at most {args.train_minutes:g} minutes ({precision})")
     print("The demo uses the 1-D ResNet ECG encoder at 100 Hz: on a few minutes of CPU it learns far faster than")
     print("the default ViT-tiny, which needs much more data and time (see the README).")
     if model_dir.exists():
@@ -107,8 +112,7 @@ def main(argv=None):
         shutil.rmtree(model_dir)
     run("pretrain.py", *train_data, "--entities", entities, "--cache_dir", cache, "--output_dir", model_dir,
         "--min_concept_count", min_count, "--model_preset", "tiny", "--ecg_encoder_type", "resnet1d",
-        "--mixed_precision", "bf16",
-        "--per_device_train_batch_size", 32, "--learning_rate", "1e-3", "--num_train_epochs", 30,
+        *bf16, "--per_device_train_batch_size", 32, "--learning_rate", "1e-3", "--num_train_epochs", 30,
         "--max_train_minutes", args.train_minutes, "--checkpointing_steps", 50, "--eval_steps", 25,
         "--seed", args.seed, *selection, "--eval_max_records", 200)
 
@@ -118,7 +122,7 @@ def main(argv=None):
         print("Prompts: examples/demo_prompts.json, paraphrases that appear in no training report and in no")
         print("training query, so the model must match them through the text encoder alone.")
     run("zero_shot.py", "--model", model_dir, *evaluation, "--split", "test", "--cache_dir", cache,
-        "--output_dir", zero_shot_dir, "--bf16", "--no_progress", *prompts)
+        "--output_dir", zero_shot_dir, *bf16, "--no_progress", *prompts)
     metrics = json.loads((zero_shot_dir / "metrics.json").read_text())
     bank_metrics = None
     if prompts:
@@ -126,7 +130,7 @@ def main(argv=None):
         print("the texts the model was trained with as queries; still unlike the reports' wording):")
         bank_dir = out / "zero_shot_prompt_bank"
         run("zero_shot.py", "--model", model_dir, *evaluation, "--split", "test", "--cache_dir", cache,
-            "--output_dir", bank_dir, "--bf16", "--no_progress", "--n_bootstrap", "200")
+            "--output_dir", bank_dir, *bf16, "--no_progress", "--n_bootstrap", "200")
         bank_metrics = json.loads((bank_dir / "metrics.json").read_text())
 
     step("5. One test ECG with the model's top predictions")

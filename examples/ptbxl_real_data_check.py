@@ -59,7 +59,7 @@ def main(argv=None):
         "--data_dir", str(data_dir), "--sampling_rate", "100", "--cache_dir", str(cache), "--entities", str(entities),
         "--output_dir", str(model_dir), "--overwrite_output_dir", "--min_concept_count", str(args.min_concept_count),
         "--ecg_encoder_type", args.ecg_encoder_type,
-        "--mixed_precision", "bf16", "--per_device_train_batch_size", "32", "--learning_rate", "1e-3",
+        "--per_device_train_batch_size", "32", "--learning_rate", "1e-3",  # precision: bf16 where native
         "--num_train_epochs", "1000", "--max_train_minutes", str(args.train_minutes), "--checkpointing_steps", "100000",
         "--logging_steps", "20", "--seed", str(args.seed),
     ]
