@@ -14,7 +14,7 @@ evaluation corpus (--eval_dataset), else the trained concepts' AUROC on the trai
 validation split against its reports (--concept_validation, default on), else none (the last model).
 
     # only the required flags: the recipe, concept validation, bf16 where the device runs it natively
-    accelerate launch examples/pretrain.py --dataset ptbxl --dataset_config reports --data_dir /data/ptb-xl \
+    accelerate launch examples/pretrain.py --dataset ptbxl --dataset_config reports --data_dir /data/ptb-xl \\
         --entities ptbxl_entities.jsonl --output_dir runs/ptbxl
 
     accelerate launch examples/pretrain.py --dataset ptbxl --dataset_config reports \\
@@ -33,8 +33,9 @@ validation split against its reports (--concept_validation, default on), else no
 
 Precision: `--mixed_precision`, `--bf16` or `--fp16` when given; else the launcher's when it asks for
 bf16 or fp16 (`accelerate launch --mixed_precision`, `accelerate config`); else bf16 where the device
-runs it natively, else fp32 (`--mixed_precision no` forces fp32: a launcher's "no" is also its default). `--report_to tensorboard|wandb|trackio|all|none` logs
-the loss, learning rate and validation AUROC through accelerate's trackers into OUTPUT_DIR/runs.
+runs it natively, else fp32 (`--mixed_precision no` forces fp32: a launcher's "no" is also its default).
+`--report_to tensorboard|wandb|trackio|all|none` logs the loss, learning rate and validation AUROC
+through accelerate's trackers into OUTPUT_DIR/runs.
 
 The output directory receives a `from_pretrained` checkpoint (model, processor and the concept list),
 the training arguments, evaluation results and a model card; `checkpoints/` holds resumable states.
