@@ -167,7 +167,7 @@ def load_corpus(name, config, data_dir, sampling_rate, cache_dir, extra):
 def build_model(model_args, data_args, targets, query_texts):
     from modeling_supreme import ECGProcessor, SuPreMEConfig, SuPreMEModel
 
-    rate = model_args.ecg_sampling_rate or data_args.sampling_rate or 500
+    rate = next((r for r in (model_args.ecg_sampling_rate, data_args.sampling_rate) if r is not None), 500)
     config = SuPreMEConfig(
         sampling_rate=rate, num_samples=int(round(model_args.duration * rate)), ecg_encoder_type=model_args.ecg_encoder_type,
         ecg_preset=model_args.model_preset, ecg_num_layers=model_args.ecg_num_layers, ecg_patch_embedding=model_args.ecg_patch_embedding,
@@ -265,7 +265,11 @@ def resolve_mixed_precision(train_args, device_type: Optional[str] = None) -> Op
         return chosen.pop()
     # None lets Accelerator read ACCELERATE_MIXED_PRECISION, which `accelerate launch` sets from its
     # --mixed_precision flag or `accelerate config`.
-    if os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower() in ("bf16", "fp16", "fp8"):
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if launcher not in ("no", "bf16", "fp16", "fp8"):
+        raise PretrainingError(f"ACCELERATE_MIXED_PRECISION={launcher!r} (from the launcher or the environment) must be "
+                               "no, bf16, fp16 or fp8")
+    if launcher != "no":
         return None
     if device_type is None:
         from accelerate.utils import str_to_bool
@@ -321,6 +325,9 @@ def train(argv=None):
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
+    for flag, rate in (("--sampling_rate", data_args.sampling_rate), ("--ecg_sampling_rate", model_args.ecg_sampling_rate)):
+        if rate is not None and rate <= 0:  # 0 must not fall back to a default rate silently
+            raise PretrainingError(f"{flag} must be a positive rate in Hz, got {rate}")
     resume = resolve_resume(train_args.output_dir, train_args.resume_from_checkpoint)
     check_output_dir(train_args, resume)
     if train_args.push_to_hub and not train_args.hub_model_id:

@@ -79,6 +79,9 @@ def test_precision_without_flags_is_the_launchers_bf16_or_the_native_bf16(monkey
     assert pretrain.resolve_mixed_precision(_train_args(), "cpu") is None
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
     assert pretrain.resolve_mixed_precision(_train_args("--mixed_precision", "no"), "cuda") == "no"  # the flag wins
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf17")  # a typo is named, not read as "no"
+    with pytest.raises(pretrain.PretrainingError, match="ACCELERATE_MIXED_PRECISION='bf17'"):
+        pretrain.resolve_mixed_precision(_train_args(), "cpu")
 
 
 def test_bf16_is_native_is_onednns_own_check():
@@ -207,3 +210,13 @@ def test_launcher_precision_tensorboard_and_the_config_file(entities, tmp_path):
     assert rerun["train"]["mixed_precision"] == "no" and rerun["train"]["max_steps"] == 1
     assert rerun["data"] == first_args["data"] and rerun["model"] == first_args["model"]
     assert rerun["train"]["lr_scheduler_type"] == "linear" and rerun["train"]["gradient_checkpointing"] is True
+
+
+@pytest.mark.parametrize("flag,value", [("--ecg_sampling_rate", "0"), ("--ecg_sampling_rate", "-100"), ("--sampling_rate", "0")])
+def test_non_positive_rates_are_refused_before_any_work(tmp_path, flag, value):
+    # 0 once fell through `or` to the corpus's 500 Hz and trained silently at a rate nobody asked for
+    output = tmp_path / "out"
+    with pytest.raises(pretrain.PretrainingError, match=f"{flag} must be a positive rate in Hz, got {value}"):
+        pretrain.train(["--dataset", "synthetic", "--entities", str(tmp_path / "missing.jsonl"), "--output_dir", str(output),
+                        flag, value])
+    assert not output.exists()  # nothing half-written
