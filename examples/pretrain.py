@@ -393,7 +393,7 @@ def train(argv=None):
         evaluator, why_not = ConceptValidation.from_split(
             corpus["validation"], entities, targets.concepts, query_texts, uncertain=data_args.uncertain,
             not_mentioned=data_args.not_mentioned, ancestors=ancestors, withheld=data_args.withhold_concepts,
-            batch_size=train_args.per_device_eval_batch_size, bf16=bf16_eval, dataset=data_args.dataset)
+            batch_size=train_args.per_device_eval_batch_size, bf16=bf16_eval)
         if evaluator is None:
             log(f"no model selection: the validation split of {data_args.dataset!r} cannot validate the concepts ({why_not}); "
                 "the last model is kept")
@@ -564,9 +564,10 @@ def train(argv=None):
                 log(f"zero-shot score calibration on validation: scale {results['calibration']['scale']:.3f}, bias "
                     f"{results['calibration']['bias']:.3f}, ECE {results['calibration']['ece_before']:.3f} -> "
                     f"{results['calibration']['ece_after']:.3f}")
+            # The corpus the model was selected on: the evaluation corpus, else the training corpus itself.
             selected_on = ({"eval_dataset": data_args.eval_dataset, "eval_dataset_config": data_args.eval_dataset_config}
                            if data_args.eval_dataset else
-                           {"eval_dataset": data_args.dataset, "eval_dataset_config": data_args.dataset_config, "kind": "concepts"})
+                           {"eval_dataset": data_args.dataset, "eval_dataset_config": data_args.dataset_config})
             results["best"] = {"step": state["best_step"], "macro_auroc": state["best_metric"], **selected_on,
                                **evaluator.describe()}
         else:

@@ -31,8 +31,7 @@ def validation_setup(synthetic_pretraining_corpus):
 def _validation(setup, entities=None, **kwargs):
     from modeling_supreme.training import ConceptValidation
 
-    options = dict(uncertain="positive", not_mentioned="negative", ancestors=None, withheld=(), batch_size=32, bf16=False,
-                   dataset="synthetic")
+    options = dict(uncertain="positive", not_mentioned="negative", ancestors=None, withheld=(), batch_size=32, bf16=False)
     options.update(kwargs)
     return ConceptValidation.from_split(setup["corpus"]["validation"], setup["entities"] if entities is None else entities,
                                         setup["targets"].concepts, setup["queries"], **options)

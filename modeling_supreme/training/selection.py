@@ -54,24 +54,31 @@ class ZeroShotEvaluator:
                                               batch_size=self.batch_size, bf16=self.bf16, progress=False)
         return macro_auroc(scores, targets)
 
-
-
-
     def fit_calibration(self, model, processor) -> dict:
-        """Fit the zero-shot logit scale and bias on this validation split and store them in ``model.config``.
+        """Fit the zero-shot logit scale and bias on this validation split and store them in ``model.config``."""
 
-        Scores are computed with the identity calibration first, so refitting never compounds.
-        """
-        from ..evaluation import expected_calibration_error, fit_logit_calibration
+        def scores_and_targets():
+            scores, targets, _ = zero_shot_scores(model, processor, self.split, self.class_names, self.prompts,
+                                                  batch_size=self.batch_size, bf16=self.bf16, progress=False)
+            return scores, targets
 
-        model.config.zero_shot_logit_scale, model.config.zero_shot_logit_bias = 1.0, 0.0
-        scores, targets, _ = zero_shot_scores(model, processor, self.split, self.class_names, self.prompts,
-                                              batch_size=self.batch_size, bf16=self.bf16, progress=False)
-        calibration = fit_logit_calibration(scores, targets)
-        model.config.zero_shot_logit_scale, model.config.zero_shot_logit_bias = calibration.scale, calibration.bias
-        return {"scale": calibration.scale, "bias": calibration.bias, "split": "validation", **calibration.details,
-                "ece_before": expected_calibration_error(scores, targets),
-                "ece_after": expected_calibration_error(calibration.apply(scores), targets)}
+        return _fit_stored_calibration(model, scores_and_targets)
+
+
+def _fit_stored_calibration(model, scores_and_targets, **extra) -> dict:
+    """Fit a logit scale/bias on validation ``scores_and_targets()`` and store it in ``model.config``.
+
+    Scores are computed with the identity calibration first, so refitting never compounds.
+    """
+    from ..evaluation import expected_calibration_error, fit_logit_calibration
+
+    model.config.zero_shot_logit_scale, model.config.zero_shot_logit_bias = 1.0, 0.0
+    scores, targets = scores_and_targets()
+    calibration = fit_logit_calibration(scores, targets)
+    model.config.zero_shot_logit_scale, model.config.zero_shot_logit_bias = calibration.scale, calibration.bias
+    return {"scale": calibration.scale, "bias": calibration.bias, "split": "validation", **extra, **calibration.details,
+            "ece_before": expected_calibration_error(scores, targets),
+            "ece_after": expected_calibration_error(calibration.apply(scores), targets)}
 
 
 @dataclass
@@ -90,13 +97,12 @@ class ConceptValidation:
     targets: object  # (records, concepts) float32 in {0, 1, IGNORE_INDEX}
     batch_size: int
     bf16: bool
-    dataset: str = ""
     min_each: int = 2
     metric_label = "validation macro AUROC of the trained concepts (report targets)"
 
     @classmethod
     def from_split(cls, split, entities, concepts, query_texts, *, uncertain, not_mentioned, ancestors, withheld,
-                   batch_size, bf16, dataset="", min_each=2):
+                   batch_size, bf16, min_each=2):
         """None (with the reason) when the split has no record with a usable entities line or no
         concept to score; else the evaluator over those records."""
         ids = record_ids(split)
@@ -111,7 +117,7 @@ class ConceptValidation:
             return None, f"none of its {len(ids)} records has a usable entities line"
         targets = target_matrix(statuses, concepts, uncertain, not_mentioned)
         evaluator = cls(split.select(keep), list(concepts), {c: [q[0]] for c, q in zip(concepts, query_texts)},
-                        targets, batch_size, bf16, dataset, min_each)
+                        targets, batch_size, bf16, min_each)
         if not evaluator.scored_concepts():
             return None, (f"no trained concept has {min_each} positive and {min_each} negative targets among its "
                           f"{len(keep)} records with entities")
@@ -142,22 +148,16 @@ class ConceptValidation:
 
     def fit_calibration(self, model, processor) -> dict:
         """The shared logit scale/bias fitted on every observed (record, concept) target of this split."""
-        from ..evaluation import expected_calibration_error, fit_logit_calibration
 
-        model.config.zero_shot_logit_scale, model.config.zero_shot_logit_bias = 1.0, 0.0
-        scores = self._scores(model, processor)
-        observed = self.targets != IGNORE_INDEX
-        flat_scores, flat_targets = scores[observed][:, None], self.targets[observed][:, None]
-        calibration = fit_logit_calibration(flat_scores, flat_targets)
-        model.config.zero_shot_logit_scale, model.config.zero_shot_logit_bias = calibration.scale, calibration.bias
-        return {"scale": calibration.scale, "bias": calibration.bias, "split": "validation",
-                "fitted_on": "trained concepts' report targets", **calibration.details,
-                "ece_before": expected_calibration_error(flat_scores, flat_targets),
-                "ece_after": expected_calibration_error(calibration.apply(flat_scores), flat_targets)}
+        def observed_scores_and_targets():
+            observed = self.targets != IGNORE_INDEX
+            return self._scores(model, processor)[observed][:, None], self.targets[observed][:, None]
+
+        return _fit_stored_calibration(model, observed_scores_and_targets, fitted_on="trained concepts' report targets")
 
     def describe(self) -> dict:
         return {"metric": "macro AUROC of the trained concepts against the validation records' report targets",
-                "split": "validation", "eval_dataset": self.dataset, "records": len(self.split),
+                "kind": "concepts", "split": "validation", "records": len(self.split),
                 "class_names": self.scored_concepts()}
 
 
