@@ -243,12 +243,34 @@ class SuPreMELeadConditioning(nn.Module):
         return tokens + self.position_embeddings[:, :num_tokens] + presence[:, None, :]
 
 
+def _as_rows(signals: torch.Tensor) -> torch.Tensor:
+    """(batch, channels, samples) as (batch, channels, 1, samples) in channels-last memory, the layout the
+    convolutions below run in."""
+    return signals.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
+class SuPreMEConv1d(nn.Conv1d):
+    """A `nn.Conv1d` (same parameters, initialisation and checkpoint keys) that runs as a 2-D convolution
+    over a (batch, channels, 1, samples) tensor in channels-last memory (see `_as_rows`).
+
+    Why: oneDNN's CPU kernels for that layout beat its 1-D (batch, channels, samples) ones. Measured on a
+    2-core Xeon with AMX (2026-12-03, torch 2.13, batch 64 of 12 x 5,000 samples, interleaved medians): the
+    ViT's convolutional stem 61.7 -> 29.4 ms in bf16 inference, 132 -> 95 ms in fp32, and a training step
+    of it (forward + backward) 166 -> 122 ms in bf16, 528 -> 299 ms in fp32; same results up to rounding.
+    """
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(rows, self.weight.unsqueeze(2), self.bias, (1, self.stride[0]), (0, self.padding[0]),
+                        (1, self.dilation[0]), self.groups)
+
+
 class SuPreMEConvStem(nn.Module):
     """Hybrid patch embedding (`ecg_patch_embedding="conv"`): local convolutions, then one token per patch.
 
     Two convolutions (kernels 7 and 5, batch norm, GELU) over all leads, the first with stride 2 when the
     patch size is even, then a strided convolution that emits one token per `patch_size` samples, so the
-    token grid (and `token_mask`) is that of the linear patch embedding.
+    token grid (and `token_mask`) is that of the linear patch embedding. Takes and returns row tensors
+    (`_as_rows`); the batch norms are 2-D over that layout, with the 1-D ones' parameters and keys.
     """
 
     def __init__(self, config: SuPreMEConfig):
@@ -256,17 +278,18 @@ class SuPreMEConvStem(nn.Module):
         channels, patch = config.ecg_stem_channels, config.patch_size
         self.patch_size = patch
         first_stride = 2 if patch % 2 == 0 else 1
-        self.conv1 = nn.Conv1d(len(config.lead_names), channels, 7, stride=first_stride, padding=3, bias=False)
-        self.norm1 = nn.BatchNorm1d(channels)
-        self.conv2 = nn.Conv1d(channels, channels, 5, padding=2, bias=False)
-        self.norm2 = nn.BatchNorm1d(channels)
-        self.patchify = nn.Conv1d(channels, config.ecg_hidden_size, kernel_size=patch // first_stride, stride=patch // first_stride)
+        self.conv1 = SuPreMEConv1d(len(config.lead_names), channels, 7, stride=first_stride, padding=3, bias=False)
+        self.norm1 = nn.BatchNorm2d(channels)
+        self.conv2 = SuPreMEConv1d(channels, channels, 5, padding=2, bias=False)
+        self.norm2 = nn.BatchNorm2d(channels)
+        self.patchify = SuPreMEConv1d(channels, config.ecg_hidden_size, kernel_size=patch // first_stride,
+                                      stride=patch // first_stride)
 
-    def forward(self, input_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
         # Only whole patches become tokens (as with the linear embedding): crop first, so that the
         # strided convolutions cannot produce one token more than token_mask has.
-        usable = input_values.shape[-1] - input_values.shape[-1] % self.patch_size
-        hidden = F.gelu(self.norm1(self.conv1(input_values[..., :usable])))
+        usable = rows.shape[-1] - rows.shape[-1] % self.patch_size
+        hidden = F.gelu(self.norm1(self.conv1(rows[..., :usable])))
         hidden = F.gelu(self.norm2(self.conv2(hidden)))
         return self.patchify(hidden)
 
@@ -281,7 +304,7 @@ class SuPreMEViTEncoder(nn.Module):
         if config.ecg_patch_embedding == "conv":
             self.patch_embedding = SuPreMEConvStem(config)
         else:
-            self.patch_embedding = nn.Conv1d(
+            self.patch_embedding = SuPreMEConv1d(
                 len(config.lead_names), config.ecg_hidden_size, kernel_size=config.patch_size, stride=config.patch_size
             )
         self.conditioning = SuPreMELeadConditioning(config)
@@ -298,7 +321,8 @@ class SuPreMEViTEncoder(nn.Module):
         # Padding is zeroed first: the stem's kernels reach across patch edges, and masked samples must
         # not influence the tokens of real ones.
         input_values = input_values * attention_mask[:, None, :].to(input_values.dtype)
-        tokens = self.patch_embedding(input_values).transpose(1, 2)
+        # (batch, hidden, 1, tokens) in channels-last memory: the transpose below is then free.
+        tokens = self.patch_embedding(_as_rows(input_values)).squeeze(2).transpose(1, 2)
         tokens = self.dropout(self.conditioning(tokens, lead_mask))
         token_mask = self.token_mask(attention_mask)
         # An all-valid mask is passed as None so that SDPA can take its fastest kernel.
@@ -311,14 +335,14 @@ class SuPreMEViTEncoder(nn.Module):
 class SuPreMEResidualBlock1d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
-        self.conv1 = nn.Conv1d(in_channels, out_channels, 7, stride=stride, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm1d(out_channels)
-        self.conv2 = nn.Conv1d(out_channels, out_channels, 7, padding=3, bias=False)
-        self.bn2 = nn.BatchNorm1d(out_channels)
+        self.conv1 = SuPreMEConv1d(in_channels, out_channels, 7, stride=stride, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = SuPreMEConv1d(out_channels, out_channels, 7, padding=3, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
         self.shortcut = None
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
-                nn.Conv1d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm1d(out_channels)
+                SuPreMEConv1d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
             )
 
     def forward(self, x):
@@ -339,10 +363,10 @@ class SuPreMEResNetEncoder(nn.Module):
         width = config.ecg_hidden_size
         channels = [max(width // 4, 16), max(width // 2, 32), width, width]
         self.stem = nn.Sequential(
-            nn.Conv1d(len(config.lead_names), channels[0], 15, stride=2, padding=7, bias=False),
-            nn.BatchNorm1d(channels[0]),
+            SuPreMEConv1d(len(config.lead_names), channels[0], 15, stride=2, padding=7, bias=False),
+            nn.BatchNorm2d(channels[0]),
             nn.ReLU(),
-            nn.MaxPool1d(3, stride=2, padding=1),
+            nn.MaxPool2d((1, 3), stride=(1, 2), padding=(0, 1)),
         )
         stages, in_channels = [], channels[0]
         for stage, (out_channels, stride) in enumerate(zip(channels, (1, 2, 2, 2))):
@@ -354,7 +378,8 @@ class SuPreMEResNetEncoder(nn.Module):
         self.norm = nn.LayerNorm(width, eps=1e-6)
 
     def forward(self, input_values, lead_mask, attention_mask):
-        tokens = self.stages(self.stem(input_values)).transpose(1, 2)
+        # Row tensors throughout (`_as_rows`: the layout oneDNN's convolutions run fastest in).
+        tokens = self.stages(self.stem(_as_rows(input_values))).squeeze(2).transpose(1, 2)
         token_mask = F.max_pool1d(
             attention_mask[:, None].float(), self.total_stride, self.total_stride, ceil_mode=True
         )[:, 0].bool()[:, : tokens.shape[1]]
@@ -415,12 +440,12 @@ class SuPreMEPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, std=std)
-        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d)):
             if module.weight is not None:
                 init.ones_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
-            if isinstance(module, nn.BatchNorm1d):
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 init.zeros_(module.running_mean)
                 init.ones_(module.running_var)
                 init.zeros_(module.num_batches_tracked)

@@ -129,3 +129,73 @@ def test_bf16_inference_without_native_bf16_falls_back_to_plain_linear(monkeypat
     assert modeling._HAS_ONEDNN_BF16 is False
     monkeypatch.undo()
     assert modeling._HAS_ONEDNN_BF16 == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def _conv1d(conv, x):
+    return F.conv1d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _batch_norm1d(norm, x):
+    # The 1-D batch norm of the same parameters (training statistics are not updated here).
+    return F.batch_norm(x, norm.running_mean.clone(), norm.running_var.clone(), norm.weight, norm.bias,
+                        norm.training, norm.momentum, norm.eps)
+
+
+def _resnet_1d(encoder, x):
+    stem_conv, stem_norm, _, pool = encoder.stem
+    h = F.max_pool1d(F.relu(_batch_norm1d(stem_norm, _conv1d(stem_conv, x))), 3, 2, 1)
+    for block in encoder.stages:
+        out = F.relu(_batch_norm1d(block.bn1, _conv1d(block.conv1, h)))
+        out = _batch_norm1d(block.bn2, _conv1d(block.conv2, out))
+        shortcut = h if block.shortcut is None else _batch_norm1d(block.shortcut[1], _conv1d(block.shortcut[0], h))
+        h = F.relu(out + shortcut)
+    return h
+
+
+def _conv_stem_1d(stem, x):
+    usable = x.shape[-1] - x.shape[-1] % stem.patch_size
+    h = F.gelu(_batch_norm1d(stem.norm1, _conv1d(stem.conv1, x[..., :usable])))
+    h = F.gelu(_batch_norm1d(stem.norm2, _conv1d(stem.conv2, h)))
+    return _conv1d(stem.patchify, h)
+
+
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("layout", ["conv", "linear", "resnet1d"])
+def test_channels_last_convolutions_match_the_1d_computation(layout, training):
+    """The encoders' convolutions run as 2-D channels-last kernels (`SuPreMEConv1d`, `_as_rows`); their
+    outputs and gradients must be those of the plain 1-D convolutions and batch norms of the same
+    parameters, so that checkpoints written before the change score the same."""
+    from modeling_supreme.modeling_supreme import _as_rows
+
+    kwargs = {"ecg_encoder_type": "resnet1d", "patch_size": 32} if layout == "resnet1d" else {"ecg_patch_embedding": layout}
+    torch.manual_seed(0)
+    encoder = SuPreMEModel(SuPreMEConfig(ecg_num_layers=1, **kwargs)).ecg_encoder
+    for module in encoder.modules():  # running statistics other than 0/1, so that eval mode uses them
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    encoder.train(training)
+
+    def both(x):
+        if layout == "resnet1d":
+            return encoder.stages(encoder.stem(_as_rows(x))).squeeze(2), _resnet_1d(encoder, x)
+        if layout == "conv":
+            return encoder.patch_embedding(_as_rows(x)).squeeze(2), _conv_stem_1d(encoder.patch_embedding, x)
+        return encoder.patch_embedding(_as_rows(x)).squeeze(2), _conv1d(encoder.patch_embedding, x)
+
+    # Outputs in float32, through the oneDNN kernels that inference uses.
+    x = torch.randn(3, 12, 4990)  # not a whole number of patches
+    with torch.no_grad():
+        ours, reference = both(x)
+    assert ours.shape == reference.shape
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
+    # Gradients in float64: in float32, rounding differences flip a few ReLUs whose input is within
+    # 1e-6 of 0, and the ResNet's later stages carry those flips back to the input.
+    encoder.double()
+    x = x.double().requires_grad_()
+    weight = next(encoder.parameters())
+    ours, reference = both(x)
+    grad_ours = torch.autograd.grad(ours.square().sum(), (x, weight))
+    grad_reference = torch.autograd.grad(reference.square().sum(), (x, weight))
+    for a, b in zip(grad_ours, grad_reference):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)

@@ -16,7 +16,7 @@ from conftest import REPO_ROOT, load_example
 @pytest.mark.parametrize("rate", [100, 500])
 def test_conv_stem_gives_the_linear_token_grid(rate):
     from modeling_supreme import SuPreMEConfig
-    from modeling_supreme.modeling_supreme import SuPreMEConvStem, SuPreMEViTEncoder
+    from modeling_supreme.modeling_supreme import SuPreMEConvStem, SuPreMEViTEncoder, _as_rows
 
     config = SuPreMEConfig(sampling_rate=rate, ecg_num_layers=1)
     assert config.ecg_patch_embedding == "conv"  # the default of a new config
@@ -29,7 +29,7 @@ def test_conv_stem_gives_the_linear_token_grid(rate):
     assert tokens.shape == (2, samples // config.patch_size, config.ecg_hidden_size)
     assert token_mask.shape == tokens.shape[:2]
     linear = SuPreMEViTEncoder(SuPreMEConfig(sampling_rate=rate, ecg_num_layers=1, ecg_patch_embedding="linear"))
-    assert linear.patch_embedding(x).shape[-1] == tokens.shape[1]
+    assert linear.patch_embedding(_as_rows(x)).shape[-1] == tokens.shape[1]
 
 
 def test_stem_config_is_validated():
