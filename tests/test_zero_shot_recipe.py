@@ -177,6 +177,40 @@ def test_early_stopping_keeps_the_best_and_counts_patience():
     assert not any(never.update(0.5, s) for s in range(10))
 
 
+def _replay_tool():
+    import importlib.util
+
+    path = REPO_ROOT / "benchmarks" / "replay_early_stopping.py"
+    spec = importlib.util.spec_from_file_location("replay_early_stopping", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_replaying_stopping_rules_on_a_recorded_validation_curve(tmp_path):
+    replay_tool = _replay_tool()
+    # A spike inside the warm-up (step 2), a dip, then a slow rise to the maximum at step 9.
+    curve = [(1, 0.50), (2, 0.70), (3, 0.55), (4, 0.56), (5, 0.57), (6, 0.60), (7, 0.62), (8, 0.66), (9, 0.72), (10, 0.60)]
+    assert replay_tool.replay(curve, patience=3) == (2, 5, 0.70)  # stops on the spike's patience
+    assert replay_tool.replay(curve, patience=3, count_after_step=4) == (2, 7, 0.70)  # steps 3-4 not counted
+    assert replay_tool.replay(curve, patience=0) == (9, 10, 0.72)  # no stopping: the validation maximum
+    # Mean of 3: the spike's window (0.60) is beaten at step 4 (0.603); patience 3 then stops at 7, patience 4
+    # lives to see the windows of steps 8 and 9 rise (0.627, 0.667) and keeps step 9.
+    assert replay_tool.replay(curve, patience=3, window=3) == (4, 7, 0.56)
+    assert replay_tool.replay(curve, patience=4, window=3) == (9, 10, 0.72)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    history = [{"step": s, "val_macro_auroc": m} for s, m in curve] + [{"step": 10, "loss": 0.3}]
+    (run / "eval_results.json").write_text(json.dumps({"history": history}))
+    assert replay_tool.validation_curve(run) == curve
+    (run / "eval_results.json").write_text(json.dumps({"history": [{"step": 1, "loss": 0.3}]}))
+    with pytest.raises(SystemExit, match="no validation entries"):
+        replay_tool.validation_curve(run)
+    with pytest.raises(SystemExit, match="missing"):
+        replay_tool.validation_curve(tmp_path / "absent")
+
+
 def test_recipe_by_corpus_size():
     from modeling_supreme.training import default_recipe
 
