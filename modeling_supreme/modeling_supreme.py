@@ -66,6 +66,8 @@ def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # A private torch op: checked once, so a torch build without it (or a later release that drops it) falls
 # back to `F.linear` instead of failing in a checkpoint's remote code.
 _HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# The same for the fused convolution (+ GELU) of the ViT's convolutional stem; without it, `F.conv2d`.
+_HAS_ONEDNN_CONV = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
 # oneDNN creates no bf16 inner-product primitive on CPUs without native bf16 support (AVX-512 BF16 or
 # AMX; seen on an AVX2-only AMD EPYC): there bf16 goes through `F.linear` as autocast would.
 _HAS_ONEDNN_BF16 = _HAS_ONEDNN_LINEAR and bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
@@ -151,11 +153,14 @@ class SuPreMEAttention(nn.Module):
         key_weight = self.k_proj.weight.view(heads, head_dim, -1)  # (heads, head_dim, context)
         value_weight = self.v_proj.weight.view(heads, head_dim, -1)
         query_keys = torch.matmul(q, key_weight) * (head_dim**-0.5)  # (batch, heads, queries, context)
-        scores = torch.matmul(query_keys, context.unsqueeze(1).transpose(-1, -2))  # (batch, heads, queries, tokens)
+        # Heads and queries as one axis of a batched product with the shared context: broadcasting the
+        # context over a heads axis instead materialised a copy of it per head (a profile of the bf16
+        # forward at batch 64 put those copies at about 4% of the time).
+        scores = torch.matmul(query_keys.flatten(1, 2), context.transpose(-1, -2)).view(batch, heads, num_queries, -1)
         if key_mask is not None:
             scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
         weights = scores.float().softmax(dim=-1).to(scores.dtype)
-        pooled = torch.matmul(weights, context.unsqueeze(1))  # (batch, heads, queries, context)
+        pooled = torch.matmul(weights.flatten(1, 2), context).view(batch, heads, num_queries, -1)  # (.., context)
         out = torch.matmul(pooled, value_weight.transpose(-1, -2)) + self.v_proj.bias.view(heads, 1, head_dim)
         return self.o_proj(out.transpose(1, 2).flatten(2))
 
@@ -288,10 +293,42 @@ class SuPreMEConvStem(nn.Module):
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         # Only whole patches become tokens (as with the linear embedding): crop first, so that the
         # strided convolutions cannot produce one token more than token_mask has.
-        usable = rows.shape[-1] - rows.shape[-1] % self.patch_size
-        hidden = F.gelu(self.norm1(self.conv1(rows[..., :usable])))
+        rows = rows[..., : rows.shape[-1] - rows.shape[-1] % self.patch_size]
+        if _HAS_ONEDNN_CONV and not self.training and _onednn_dtype(rows) is not None \
+                and self.norm1.running_mean is not None and self.norm2.running_mean is not None:
+            return self._fused_inference(rows, _onednn_dtype(rows))
+        hidden = F.gelu(self.norm1(self.conv1(rows)))
         hidden = F.gelu(self.norm2(self.conv2(hidden)))
         return self.patchify(hidden)
+
+    def _fused_inference(self, rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The same computation for CPU inference: each eval-mode batch norm folded into its convolution's
+        weights and bias, and convolution + bias + GELU run as one oneDNN primitive.
+
+        Measured on a 2-core Xeon with AMX (2026-12-03, batch 64 of 12 x 5,000 samples): a profile of the
+        bf16 forward gave the stem's two batch norms 6.8 ms each and its GELUs 5 ms each of about 215 ms,
+        and the fused conv + GELU alone took 6.8 against 14.3 ms (bf16) and 19.8 against 31.3 ms (fp32)
+        for the first convolution. Same result up to rounding (tested against the 1-D computation).
+        """
+
+        def conv(x, module, norm=None, activation="none"):
+            weight, bias = module.weight, module.bias
+            if norm is not None:  # y = (conv(x) - mean) * gamma / sqrt(var + eps) + beta, folded
+                scale = norm.running_var.add(norm.eps).rsqrt()
+                if norm.weight is not None:
+                    scale = scale * norm.weight
+                shift = -norm.running_mean * scale + (0.0 if norm.bias is None else norm.bias)
+                weight = weight * scale[:, None, None]
+                bias = shift if bias is None else bias * scale + shift
+            return torch.ops.mkldnn._convolution_pointwise(
+                x.to(dtype), weight.unsqueeze(2).to(dtype), None if bias is None else bias.to(dtype),
+                [0, module.padding[0]], [1, module.stride[0]], [1, module.dilation[0]], module.groups,
+                activation, [], "none",
+            )
+
+        hidden = conv(rows, self.conv1, self.norm1, "gelu")
+        hidden = conv(hidden, self.conv2, self.norm2, "gelu")
+        return conv(hidden, self.patchify)
 
 
 class SuPreMEViTEncoder(nn.Module):

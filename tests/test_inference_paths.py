@@ -199,3 +199,42 @@ def test_channels_last_convolutions_match_the_1d_computation(layout, training):
     grad_reference = torch.autograd.grad(reference.square().sum(), (x, weight))
     for a, b in zip(grad_ours, grad_reference):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_conv_stem_inference_folds_batch_norm_and_fuses_gelu(monkeypatch):
+    """CPU inference runs the ViT stem with each batch norm folded into its convolution and conv + GELU as one
+    oneDNN primitive (`SuPreMEConvStem._fused_inference`); it must give the training-mode graph's result in
+    eval mode, in float32 and under bf16 autocast, and step aside under autograd and in training mode."""
+    from modeling_supreme import modeling_supreme as modeling
+    from modeling_supreme.modeling_supreme import SuPreMEConvStem, _as_rows
+
+    if not modeling._HAS_ONEDNN_CONV:
+        pytest.skip("this torch build has no oneDNN fused convolution; the stem runs F.conv2d")
+    torch.manual_seed(0)
+    stem = SuPreMEConvStem(SuPreMEConfig(ecg_num_layers=1)).eval()
+    for norm in (stem.norm1, stem.norm2):  # statistics and affine parameters far from the defaults
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.3, 3.0)
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.uniform_(-0.3, 0.3)
+    calls = []
+    fused = SuPreMEConvStem._fused_inference
+    monkeypatch.setattr(SuPreMEConvStem, "_fused_inference", lambda self, *a: calls.append(a[1]) or fused(self, *a))
+    rows = _as_rows(torch.randn(2, 12, 4990))
+
+    reference = stem(rows).detach()  # grad enabled: the plain convolutions and batch norms
+    assert calls == []
+    with torch.no_grad():
+        fast = stem(rows)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast_bf16 = stem(rows)
+    assert calls[0] == torch.float32
+    torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-4)
+    if modeling._HAS_ONEDNN_BF16:
+        assert calls[1] == torch.bfloat16 and fast_bf16.dtype == torch.bfloat16
+        relative = (fast_bf16.float() - reference).norm() / reference.norm()
+        assert relative < 0.02, f"bf16 stem off by {relative:.4f} (relative L2)"
+    stem.train()
+    with torch.no_grad():
+        stem(rows)
+    assert len(calls) == (2 if modeling._HAS_ONEDNN_BF16 else 1)  # training mode: batch statistics, not folded
