@@ -81,6 +81,27 @@ def test_resampling_is_scipys_resample_poly_exactly(rate, target):
     assert np.array_equal(np.asarray(out), expected)
 
 
+def test_baseline_medians_are_numpys_exactly(ptbxl_dir):
+    """The one-selection median (`_row_medians`) gives np.median's values bit for bit: odd and even lengths,
+    ties, a single sample, real records; non-finite input takes np.median itself."""
+    from processing.ecg.feature_extraction_supreme import _row_medians
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((12, n)).astype(np.float32) for n in (1, 2, 3, 1000, 4999, 5000)]
+    arrays += [np.round(rng.standard_normal((12, 5000)), 1).astype(np.float32),  # many ties
+               np.zeros((3, 10), np.float32), np.tile(np.float32([1, 2]), (2, 3))]
+    arrays += [read_wfdb_record(ptbxl_dir / f"records500/00000/0000{i}_hr").signal for i in (1, 2, 3)]
+    with_nan = rng.standard_normal((2, 100)).astype(np.float32)
+    with_nan[0, 5] = np.nan
+    arrays.append(with_nan)
+    for signal in arrays:
+        expected = np.median(signal, axis=1, keepdims=True)
+        got = _row_medians(signal)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)  # NaN equals NaN here
+    assert np.isnan(_row_medians(with_nan)[0, 0]) and np.isfinite(_row_medians(with_nan)[1, 0])
+
+
 def test_center_crop_takes_the_middle():
     extractor = ECGFeatureExtractor(crop="center", normalization="none", clip_value=None)
     ramp = np.tile(np.arange(15000, dtype=np.float32), (12, 1))

@@ -58,6 +58,27 @@ def _resampling_taps(up: int, down: int) -> np.ndarray:
     taps.setflags(write=False)
     return taps
 
+def _row_medians(signal: np.ndarray) -> np.ndarray:
+    """`np.median(signal, axis=1, keepdims=True)`, bit for bit (tested), with one selection instead of two.
+
+    For an even length numpy partitions around both middle ranks; one partition at the upper middle rank
+    leaves the lower one as the largest element below it. Measured on a 12 x 5,000 float32 record
+    (2026-12-03, median of 50): 0.084 ms against 0.646 ms for `np.median`, which was half of the feature
+    extractor's time per record at 500 Hz. NaN would be ordered differently, so non-finite input (which
+    `_process_one` never passes: gaps are repaired first) goes to `np.median`.
+    """
+    length = signal.shape[1]
+    if length < 2 or not np.isfinite(signal).all():
+        return np.median(signal, axis=1, keepdims=True)
+    middle = length // 2
+    part = np.partition(signal, middle, axis=1)
+    upper = part[:, middle]
+    if length % 2:
+        return upper[:, None]
+    lower = part[:, :middle].max(axis=1)
+    return ((lower + upper) / 2)[:, None]
+
+
 class ECGFeatureExtractor(FeatureExtractionMixin):
     r"""
     Prepares ECG signals for [`SuPreMEModel`].
@@ -326,7 +347,7 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
 
     def _normalize(self, signal: np.ndarray) -> np.ndarray:
         if self.normalization == "baseline":
-            signal -= np.median(signal, axis=1, keepdims=True)
+            signal -= _row_medians(signal)
         elif self.normalization == "zscore":
             signal -= signal.mean(axis=1, keepdims=True)
             # A flat lead keeps zeros instead of amplified noise.
