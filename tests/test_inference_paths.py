@@ -238,3 +238,27 @@ def test_conv_stem_inference_folds_batch_norm_and_fuses_gelu(monkeypatch):
     with torch.no_grad():
         stem(rows)
     assert len(calls) == (2 if modeling._HAS_ONEDNN_BF16 else 1)  # training mode: batch statistics, not folded
+
+
+@pytest.mark.parametrize("amx", [False, True])
+def test_bf16_self_attention_forms_agree(monkeypatch, amx):
+    """bf16 CPU inference writes attention out as matmul-softmax-matmul without AMX and calls the fused kernel
+    with AMX (each the faster one there); both must give the plain float32 attention up to bf16 rounding,
+    with and without a key mask. Both branches run here whatever this CPU has."""
+    from modeling_supreme import modeling_supreme as modeling
+
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU has no native bf16: bf16 inference is emulated and not timed or tested here")
+    monkeypatch.setattr(modeling, "_CPU_HAS_AMX", amx)
+    torch.manual_seed(0)
+    attention = SuPreMEAttention(192, 3, 0.1).eval()
+    x = torch.randn(4, 100, 192)
+    key_mask = torch.ones(4, 100, dtype=torch.bool)
+    key_mask[2, 70:] = False
+    for mask in (None, key_mask):
+        reference = plain_attention(attention, x, key_mask=mask)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            got = attention(x, key_mask=mask)
+        assert got.dtype == torch.bfloat16
+        relative = (got.float() - reference).norm() / reference.norm()
+        assert relative < 0.02, f"amx={amx}, masked={mask is not None}: relative L2 error {relative:.4f}"
