@@ -93,6 +93,9 @@ def parse_args(argv=None):
     parser.add_argument("--ablations", default=",".join(ABLATIONS), help="ablations at the full pool ('' for none)")
     parser.add_argument("--max_epochs", type=int, default=None, help="cap on the recipe's epochs")
     parser.add_argument("--early_stopping_patience", type=int, default=None, help="override the recipe's patience (epochs)")
+    parser.add_argument("--learning_rate", type=float, default=None, help="override the recipe's peak learning rate "
+                        "(encoders with their own rate, vit12-linear, keep it)")
+    parser.add_argument("--warmup_ratio", type=float, default=None, help="override the recipe's warm-up fraction of the steps")
     parser.add_argument("--crop_seconds", type=float, default=None, help="random training window (s); default: the recipe's; 0: off")
     parser.add_argument("--amplitude_scale", type=float, default=None, help="per-lead amplitude factor bound (1: off); default: the recipe's")
     parser.add_argument("--noise_std", type=float, default=None, help="gaussian noise (mV); default: the recipe's")
@@ -122,6 +125,10 @@ def parse_args(argv=None):
         parser.error(f"--ablations: unknown {unknown}; choose from {', '.join(ABLATIONS)}")
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
+    if args.learning_rate is not None and not args.learning_rate > 0:
+        parser.error(f"--learning_rate must be positive, got {args.learning_rate}")
+    if args.warmup_ratio is not None and not 0 <= args.warmup_ratio < 1:
+        parser.error(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
     return args
 
 
@@ -370,6 +377,10 @@ def run_one(records, entities, kind, encoder, size, seed, args, policies=None, w
     recipe = default_recipe(len(rows))
     if args.early_stopping_patience is not None:
         recipe = dataclasses.replace(recipe, early_stopping_patience=args.early_stopping_patience)
+    if args.learning_rate is not None:
+        recipe = dataclasses.replace(recipe, learning_rate=args.learning_rate)
+    if args.warmup_ratio is not None:
+        recipe = dataclasses.replace(recipe, warmup_ratio=args.warmup_ratio)
     if kind == "zero-shot":
         ancestors = load_concept_ancestors() if policies["ancestors"] else None
         ids = [records.ids[r] for r in rows]
