@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from modeling_supreme.training import EarlyStopping
@@ -26,10 +27,24 @@ def validation_curve(run_dir: Path) -> list[tuple[int, float]]:
     path = run_dir / "eval_results.json"
     if not path.is_file():
         raise SystemExit(f"{path}: missing; pass the --output_dir of a pretrain.py run")
-    history = json.loads(path.read_text()).get("history")
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"{path}: not JSON ({err})") from None
+    history = results.get("history") if isinstance(results, dict) else None
     if not isinstance(history, list):
         raise SystemExit(f"{path}: no 'history' list (written by pretrain.py with a validation split)")
-    curve = [(int(row["step"]), float(row["val_macro_auroc"])) for row in history if "val_macro_auroc" in row]
+    curve = []
+    for number, row in enumerate(history):
+        if not isinstance(row, dict) or "val_macro_auroc" not in row:
+            continue
+        try:
+            step, metric = int(row["step"]), float(row["val_macro_auroc"])
+        except (KeyError, TypeError, ValueError):
+            raise SystemExit(f"{path}: history entry {number} has no whole 'step' or numeric 'val_macro_auroc': {row}") from None
+        if not math.isfinite(metric):
+            raise SystemExit(f"{path}: history entry {number} (step {step}) has a non-finite val_macro_auroc {metric}")
+        curve.append((step, metric))
     if not curve:
         raise SystemExit(f"{path}: the history has no validation entries (val_macro_auroc)")
     return curve
@@ -68,10 +83,10 @@ def main():
              (f"patience {p}, mean of 3", dict(patience=p, window=3)),
              (f"patience {p}, mean of 5", dict(patience=p, window=5)),
              ("no stopping", dict(patience=0))]
+    curves = {run_dir: validation_curve(run_dir) for run_dir in args.run_dirs}  # every run checked before printing
     print("| run | validations (max at step) | " + " | ".join(name for name, _ in rules) + " |")
     print("| --- | --- |" + " --- |" * len(rules))
-    for run_dir in args.run_dirs:
-        curve = validation_curve(run_dir)
+    for run_dir, curve in curves.items():
         best_step, best = max(curve, key=lambda item: item[1])
         cells = []
         for _, rule in rules:

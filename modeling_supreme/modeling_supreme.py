@@ -299,9 +299,9 @@ class SuPreMEConvStem(nn.Module):
         # Only whole patches become tokens (as with the linear embedding): crop first, so that the
         # strided convolutions cannot produce one token more than token_mask has.
         rows = rows[..., : rows.shape[-1] - rows.shape[-1] % self.patch_size]
-        if _HAS_ONEDNN_CONV and not self.training and _onednn_dtype(rows) is not None \
-                and self.norm1.running_mean is not None and self.norm2.running_mean is not None:
-            return self._fused_inference(rows, _onednn_dtype(rows))
+        dtype = _onednn_dtype(rows) if _HAS_ONEDNN_CONV and not self.training else None
+        if dtype is not None and self.norm1.running_mean is not None and self.norm2.running_mean is not None:
+            return self._fused_inference(rows, dtype)
         hidden = F.gelu(self.norm1(self.conv1(rows)))
         hidden = F.gelu(self.norm2(self.conv2(hidden)))
         return self.patchify(hidden)

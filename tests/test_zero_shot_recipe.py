@@ -209,6 +209,15 @@ def test_replaying_stopping_rules_on_a_recorded_validation_curve(tmp_path):
         replay_tool.validation_curve(run)
     with pytest.raises(SystemExit, match="missing"):
         replay_tool.validation_curve(tmp_path / "absent")
+    (run / "eval_results.json").write_text("not json")
+    with pytest.raises(SystemExit, match="not JSON"):
+        replay_tool.validation_curve(run)
+    (run / "eval_results.json").write_text(json.dumps({"history": [{"step": 1, "val_macro_auroc": "high"}]}))
+    with pytest.raises(SystemExit, match="entry 0 has no whole 'step' or numeric"):
+        replay_tool.validation_curve(run)
+    (run / "eval_results.json").write_text(json.dumps({"history": [{"step": 1, "val_macro_auroc": float("nan")}]}))
+    with pytest.raises(SystemExit, match="non-finite"):
+        replay_tool.validation_curve(run)
 
 
 def test_recipe_by_corpus_size():

@@ -58,6 +58,7 @@ def _resampling_taps(up: int, down: int) -> np.ndarray:
     taps.setflags(write=False)
     return taps
 
+
 def _row_medians(signal: np.ndarray) -> np.ndarray:
     """`np.median(signal, axis=1, keepdims=True)`, bit for bit (tested), with one selection instead of two.
 
