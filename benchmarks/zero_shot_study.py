@@ -63,8 +63,11 @@ ENCODERS = {
     "vit-linear": {"ecg_encoder_type": "vit", "ecg_patch_embedding": "linear"},
     "vit12-linear": {"ecg_encoder_type": "vit", "ecg_patch_embedding": "linear", "ecg_num_layers": 12, "learning_rate": 5e-4},
     "resnet1d": {"ecg_encoder_type": "resnet1d"},
+    # Exploration (issue 14, validation folds only): tokens of 0.2 s instead of 0.1 s, half as many.
+    "vit-conv-p20": {"ecg_encoder_type": "vit", "ecg_patch_embedding": "conv", "patch_size": 20},
 }
 DEFAULT_ENCODER = "vit-conv"
+STUDY_ENCODERS = ("vit-conv", "vit-linear", "vit12-linear", "resnet1d")  # the full study's; the rest are explorations
 TARGET_DEFAULTS = {"ancestors": True, "uncertain": "positive", "not_mentioned": "negative"}
 ABLATIONS = {
     "no ancestors": {"ancestors": False},
@@ -89,7 +92,7 @@ def parse_args(argv=None):
     parser.add_argument("--first_seed", type=int, default=0, help="seeds are first_seed .. first_seed + seeds - 1 (to split a study over processes)")
     parser.add_argument("--merge", nargs="+", default=None, metavar="DIR",
                         help="print the tables of several finished runs' study.json together (e.g. one per seed) and exit")
-    parser.add_argument("--encoders", default=",".join(ENCODERS), help=f"encoder variants at the full pool, from {', '.join(ENCODERS)}")
+    parser.add_argument("--encoders", default=",".join(STUDY_ENCODERS), help=f"encoder variants at the full pool, from {', '.join(ENCODERS)}")
     parser.add_argument("--ablations", default=",".join(ABLATIONS), help="ablations at the full pool ('' for none)")
     parser.add_argument("--max_epochs", type=int, default=None, help="cap on the recipe's epochs")
     parser.add_argument("--early_stopping_patience", type=int, default=None, help="override the recipe's patience (epochs)")
@@ -374,7 +377,7 @@ def run_one(records, entities, kind, encoder, size, seed, args, policies=None, w
         pool = records.rows(POOL_FOLDS, need_super=True)
     rows = pool_rows(records, seed, size, pool)
     val_rows, test_rows = records.rows(VALIDATION_FOLDS, need_super=True), records.rows([9, 10], need_super=True)
-    recipe = default_recipe(len(rows))
+    recipe = default_recipe(len(rows), ENCODERS[encoder]["ecg_encoder_type"])
     if args.early_stopping_patience is not None:
         recipe = dataclasses.replace(recipe, early_stopping_patience=args.early_stopping_patience)
     if args.learning_rate is not None:

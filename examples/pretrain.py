@@ -367,7 +367,7 @@ def train(argv=None):
     targets = build_targets(train_ids, all_ids, entities, data_args.min_concept_count, data_args.uncertain,
                             data_args.allow_unknown_entity_records, not_mentioned=data_args.not_mentioned,
                             ancestors=ancestors, withheld=data_args.withhold_concepts)
-    apply_recipe(default_recipe(len(targets.rows)), model_args, train_args, log, corpus_rate)
+    apply_recipe(default_recipe(len(targets.rows), model_args.ecg_encoder_type), model_args, train_args, log, corpus_rate)
     log(f"{targets.report['used_records']} training records, {len(targets.concepts)} concepts "
         f"(>= {data_args.min_concept_count} positives): {', '.join(targets.concepts[:8])}"
         f"{' ...' if len(targets.concepts) > 8 else ''}")

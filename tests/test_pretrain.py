@@ -120,6 +120,7 @@ def test_only_required_flags_select_on_the_corpus_validation_split(corpus, tmp_p
     best = json.loads((output / "eval_results.json").read_text())["best"]
     assert best["kind"] == "concepts" and best["split"] == "validation" and 0.0 <= best["macro_auroc"] <= 1.0
     assert best["class_names"] and best["records"] > 0
+    assert json.loads((output / "training_args.json").read_text())["train"]["learning_rate"] == 2e-4  # the ViT recipe's
     config = json.loads((output / "config.json").read_text())
     assert config["sampling_rate"] == 100 and config["num_samples"] == 1000
     args = json.loads((output / "training_args.json").read_text())

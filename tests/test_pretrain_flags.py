@@ -220,3 +220,18 @@ def test_non_positive_rates_are_refused_before_any_work(tmp_path, flag, value):
         pretrain.train(["--dataset", "synthetic", "--entities", str(tmp_path / "missing.jsonl"), "--output_dir", str(output),
                         flag, value])
     assert not output.exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("encoder, learning_rate", [("vit", 2e-4), ("resnet1d", 5e-4)])
+def test_the_recipe_fills_each_encoders_own_learning_rate_and_keeps_a_given_one(encoder, learning_rate):
+    """The small-corpus recipe's peak rate depends on the encoder (chosen per encoder on the study's
+    validation folds); a --learning_rate on the command line wins."""
+    base = ["--dataset", "synthetic", "--entities", "e.jsonl", "--output_dir", "out", "--ecg_encoder_type", encoder]
+    data, model, train = pretrain.parse_arguments(base)
+    logged = []
+    recipe = pretrain.default_recipe(300, model.ecg_encoder_type)
+    pretrain.apply_recipe(recipe, model, train, logged.append)
+    assert train.learning_rate == learning_rate and f"learning_rate={learning_rate}" in logged[0]
+    data, model, train = pretrain.parse_arguments(base + ["--learning_rate", "0.003"])
+    pretrain.apply_recipe(pretrain.default_recipe(300, model.ecg_encoder_type), model, train, logged.append)
+    assert train.learning_rate == 0.003

@@ -225,12 +225,15 @@ def test_recipe_by_corpus_size():
 
     small, large = default_recipe(300), default_recipe(800_000)
     assert small.ecg_num_layers < large.ecg_num_layers == 12
-    assert small.learning_rate == 5e-4  # chosen on the study's validation folds (see recipe.py)
+    # Peak learning rates chosen per encoder on the study's validation folds (see recipe.py).
+    assert small.learning_rate == 2e-4 and default_recipe(300, "resnet1d").learning_rate == 5e-4
     assert small.num_train_epochs > large.num_train_epochs and small.warmup_ratio > large.warmup_ratio
     assert small.mixed_precision == "bf16" and small.early_stopping_patience > 0
     assert small.sampling_rate == 100 and large.sampling_rate is None  # None: the corpus's own rate
     with pytest.raises(ValueError):
         default_recipe(0)
+    with pytest.raises(ValueError, match="encoder_type must be one of vit, resnet1d, got 'cnn'"):
+        default_recipe(300, "cnn")
 
 
 # -- the study's command line -------------------------------------------------------------------------
