@@ -61,7 +61,7 @@ from processing.ecg.data_collator import ECGDataCollator
 from modeling_supreme.training import (
     STATE_FILE, ConceptValidation, EarlyStopping, EpochSampler, PretrainingDataset, PretrainingError, ZeroShotEvaluator, build_targets,
     check_output_dir, concept_query_texts, load_entities, model_card, push_checkpoint_to_hub, record_ids,
-    SignalAugmentation, resolve_resume, save_checkpoint, save_pretrained_atomically, default_recipe,
+    SignalAugmentation, resolve_resume, save_checkpoint, save_pretrained_atomically, default_recipe, ENCODER_TYPES,
 )
 from modeling_supreme.training.recipe import DEFAULT_MIXED_PRECISION, bf16_is_native
 
@@ -334,6 +334,8 @@ def train(argv=None):
         raise PretrainingError("--push_to_hub needs --hub_model_id")
     if train_args.lr_scheduler_type not in SCHEDULERS:
         raise PretrainingError(f"--lr_scheduler_type must be one of {list(SCHEDULERS)}, got {train_args.lr_scheduler_type!r}")
+    if model_args.ecg_encoder_type not in ENCODER_TYPES:  # before any data is read
+        raise PretrainingError(f"--ecg_encoder_type must be one of {list(ENCODER_TYPES)}, got {model_args.ecg_encoder_type!r}")
     log_with = trackers(train_args.report_to)
     logging_dir = train_args.logging_dir or os.path.join(train_args.output_dir, "runs")
     accelerator = Accelerator(mixed_precision=resolve_mixed_precision(train_args),

@@ -222,6 +222,14 @@ def test_non_positive_rates_are_refused_before_any_work(tmp_path, flag, value):
     assert not output.exists()  # nothing half-written
 
 
+def test_an_unknown_encoder_type_is_refused_before_any_work(tmp_path):
+    output = tmp_path / "out"
+    with pytest.raises(pretrain.PretrainingError, match=r"--ecg_encoder_type must be one of \['vit', 'resnet1d'\], got 'cnn'"):
+        pretrain.train(["--dataset", "synthetic", "--entities", str(tmp_path / "missing.jsonl"), "--output_dir", str(output),
+                        "--ecg_encoder_type", "cnn"])
+    assert not output.exists()
+
+
 @pytest.mark.parametrize("encoder, learning_rate", [("vit", 2e-4), ("resnet1d", 5e-4)])
 def test_the_recipe_fills_each_encoders_own_learning_rate_and_keeps_a_given_one(encoder, learning_rate):
     """The small-corpus recipe's peak rate depends on the encoder (chosen per encoder on the study's

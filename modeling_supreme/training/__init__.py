@@ -34,6 +34,7 @@ _EXPORTS = {
     "EarlyStopping": "selection",
     "Recipe": "recipe",
     "default_recipe": "recipe",
+    "ENCODER_TYPES": "recipe",
     "bf16_is_native": "recipe",
     "NOT_MENTIONED_POLICIES": "targets",
     "expand_ancestors": "targets",
