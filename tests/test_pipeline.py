@@ -64,6 +64,27 @@ def test_batched_list_equals_one_by_one(classifier, generated_records):
     assert spread > 0.01  # different records get different scores
 
 
+def test_a_batch_reaches_the_model_exactly_as_the_feature_extractor_prepares_it(classifier, generated_records, monkeypatch):
+    """preprocess hands HF's collator each signal as (leads, samples), so that a batch is joined by one
+    concatenation; _forward must view it back as (batch, leads, samples) with every record in its place."""
+    import torch
+
+    paths = [str(path) for path in generated_records["hr"][1:4]] + [str(generated_records["lr"][0])]
+    seen = []
+    score = classifier.model.zero_shot_logits
+
+    def recording(**inputs):
+        seen.append(inputs["input_values"].clone())
+        return score(**inputs)
+
+    monkeypatch.setattr(classifier.model, "zero_shot_logits", recording)
+    classifier(paths, candidate_labels=LABELS, batch_size=4)
+    classifier(paths[0], candidate_labels=LABELS)
+    expected = classifier.feature_extractor(paths, return_tensors="pt")["input_values"]
+    assert seen[0].shape == expected.shape == (4, len(classifier.feature_extractor.lead_names), expected.shape[-1])
+    assert torch.equal(seen[0], expected) and torch.equal(seen[1], expected[:1])
+
+
 def test_shuffled_leads_with_their_names_give_the_same_scores(classifier, generated_records):
     record = read_wfdb_record(generated_records["hr"][4])
     order = np.random.default_rng(0).permutation(12)
