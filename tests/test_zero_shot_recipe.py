@@ -333,3 +333,19 @@ def test_pretraining_dataset_applies_the_augmentation_per_epoch(ptbxl_dir, tmp_p
     np.testing.assert_array_equal(items[0]["signal"], again[0]["signal"])  # (seed, epoch, record) only: resumable
     augmented.set_epoch(1)
     assert not np.array_equal(items[0]["signal"], augmented.__getitems__([0])[0]["signal"])
+
+
+def test_class_ceiling_diagnostic_refuses_bad_arguments_before_any_work(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("class_ceiling", REPO_ROOT / "benchmarks" / "class_ceiling_diagnostic.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    for argv, message in ((["--seed", "-1"], "--seed must be a whole number of at least 0, got -1"),
+                          (["--threads", "0"], "--threads must be at least 1, got 0")):
+        with pytest.raises(SystemExit):
+            tool.main(argv + ["--output_dir", str(tmp_path / "out")])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no PTB-XL folder at .*ptbxl_database.csv missing"):
+        tool.main(["--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()  # nothing written
