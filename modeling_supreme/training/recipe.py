@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..configuration_supreme import ECG_ENCODER_PRESETS
+
 SMALL_CORPUS = 5_000  # records: below, the small-corpus recipe
 LARGE_CORPUS = 100_000  # records: from here, the preset's full depth
 # Every corpus size's precision: pretrain.py must choose it before the corpus (and its size) is read.
@@ -46,7 +48,7 @@ class Recipe:
         return asdict(self)
 
 
-ENCODER_TYPES = ("vit", "resnet1d")
+ENCODER_TYPES = tuple(ECG_ENCODER_PRESETS)  # the encoders the model config knows
 
 
 def default_recipe(num_records: int, encoder_type: str = "vit") -> Recipe:

@@ -60,6 +60,21 @@ def _resampling_taps(up: int, down: int) -> np.ndarray:
     return taps
 
 
+@lru_cache(maxsize=16)
+def _decimation_filter(down: int):
+    """`_decimate`'s filter for a factor: (the reversed taps, front-padded as resample_poly pads them to centre
+    its output, as a conv1d weight; the output samples resample_poly drops from the front). Read-only once cached."""
+    import torch
+
+    taps = _resampling_taps(1, down)
+    half = (taps.size - 1) // 2
+    pre = down - half % down  # resample_poly's front zero padding of the filter
+    removed = (half + pre) // down
+    # Cross-correlation with the reversed, front-padded filter = convolution.
+    weight = torch.from_numpy(np.concatenate([taps[::-1], np.zeros(pre)]).astype(np.float32))[None, None]
+    return weight, removed
+
+
 def _decimate(signal: np.ndarray, down: int) -> np.ndarray:
     """`scipy.signal.resample_poly(signal, 1, down, axis=1, window=taps)` for an integer decimation, as one
     strided torch convolution; float32 out, equal to resample_poly's float32 result within float32
@@ -74,15 +89,10 @@ def _decimate(signal: np.ndarray, down: int) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    taps = _resampling_taps(1, down)
+    weight, removed = _decimation_filter(down)
     n_in = signal.shape[1]
     n_out = n_in // down + bool(n_in % down)
-    half = (taps.size - 1) // 2
-    pre = down - half % down  # resample_poly's front zero padding of the filter
-    removed = (half + pre) // down  # output samples it drops from the front
-    length = taps.size + pre
-    # Cross-correlation with the reversed, front-padded filter = convolution.
-    weight = torch.from_numpy(np.concatenate([taps[::-1], np.zeros(pre)]).astype(np.float32))[None, None]
+    length = weight.shape[-1]
     left = length - 1 - removed * down
     right = max(0, (n_out - 1) * down + length - (left + n_in))
     rows = torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32))[:, None]
@@ -372,11 +382,11 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
             start = 0 if self.crop == "start" else (signal.shape[1] - source_len) // 2
             signal = signal[:, start : start + source_len]
         if rate != target:
-            from scipy.signal import resample_poly
-
             ratio = target / rate
             if ratio.numerator == 1:  # an integer decimation (500 -> 100 Hz, 1000 -> 500 Hz): the faster path
                 return _decimate(signal, ratio.denominator)[:, : self.num_samples]
+            from scipy.signal import resample_poly
+
             taps = _resampling_taps(ratio.numerator, ratio.denominator).astype(signal.dtype, copy=False)
             signal = resample_poly(signal, ratio.numerator, ratio.denominator, axis=1, window=taps).astype(np.float32)
         return signal[:, : self.num_samples]
