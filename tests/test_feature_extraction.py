@@ -1,5 +1,7 @@
 """ECGFeatureExtractor and ECGProcessor: lead matching, resampling, cropping, normalisation, NaNs, errors."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -69,7 +71,7 @@ def test_resampling_cropping_and_padding(extractor):
 @pytest.mark.parametrize("rate,target", [(500, 100), (257, 500), (200, 500), (1000, 500), (500, 250), (360, 120)])
 def test_resampling_is_scipys_resample_poly(rate, target):
     """The extractor passes resample_poly a cached copy of the filter it would design: the same output bit
-    for bit. Integer decimations run that filter as a strided torch convolution (`_decimate`): the same
+    for bit. Integer decimations run that filter as one matrix product (`_decimate`): the same
     within float32 rounding, and never off by a sample (the tolerance is 1e-6 of the signal's range)."""
     from fractions import Fraction
 
@@ -211,3 +213,29 @@ def test_processor_round_trip_and_queries(tmp_path):
     assert out["query_input_ids"].shape[0] == 2 and out["query_attention_mask"].shape == out["query_input_ids"].shape
     with pytest.raises(ValueError, match="non-empty"):
         loaded(text=["", "x"])
+
+
+@pytest.mark.parametrize("rate,target,normalization", [(500, 500, "baseline"), (500, 100, "baseline"),
+                                                       (360, 500, "zscore"), (500, 500, "none")])
+def test_the_callers_array_is_never_written(rate, target, normalization):
+    """The extractor copies only where it must (gaps, declared missing leads, no resampling), so no path may
+    write into the array it was given: read-only input would raise, and a writable one must keep its values."""
+    extractor = ECGFeatureExtractor(sampling_rate=target, num_samples=10 * target, normalization=normalization)
+    signal = _ecg(seconds=10, rate=rate).astype(np.float32)
+    signal[3, 100:120] = np.nan  # a gap: repaired in the extractor's copy
+    for given in (signal.copy(), signal[[0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11]]):
+        names = LEADS if len(given) == 12 else [lead for i, lead in enumerate(LEADS) if i != 3]
+        before = given.copy()
+        given.setflags(write=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = extractor(given, sampling_rate=rate, lead_names=names)["input_values"][0]
+        np.testing.assert_array_equal(given, before)  # NaN equals NaN here
+        assert np.isfinite(out).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        given = signal[[0, 1, 2, 4, 5, 6, 7, 8, 9, 10, 11]]
+        before = given.copy()
+        extractor({"signal": given, "sampling_rate": rate, "lead_names": [lead for lead in LEADS if lead != "aVR"],
+                   "missing_leads": ["V6"]})  # a declared missing lead is blanked in the extractor's copy
+    np.testing.assert_array_equal(given, before)

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -672,16 +673,21 @@ def _amplitude_issues(digital: np.ndarray, gain: np.ndarray, leads: Sequence[str
     hi = work.max(axis=1).astype(np.float64)
     lo = work.min(axis=1).astype(np.float64)
     ptp = (hi - lo) / gain
-    issues = []
     if skip is not None:  # leads without any valid sample: neither flat nor part of the statistics
         ptp = np.where(skip, np.nan, ptp)
-    flat = [leads[i] for i in np.flatnonzero(ptp == 0)]
+    peaks = np.maximum(np.abs(hi), np.abs(lo)) / gain
+    # The statistics of a dozen leads in Python floats: each NumPy call on arrays this small costs more than the
+    # arithmetic (`amplitude_issues` on a 12 x 5,000 PTB-XL record, 2026-12-04, best of 5 x 3,000 calls: 45 -> 32 us).
+    # Same values: IEEE division as above, and the median of two middle values is their mean, as np.median's.
+    ptp_values, peak_values = ptp.tolist(), peaks.tolist()
+    issues = []
+    flat = [leads[i] for i, value in enumerate(ptp_values) if value == 0]
     if flat:
         issues.append(f"flat (constant) lead(s) {', '.join(flat)}")
-    live = ptp[ptp > 0]
-    if live.size:
-        median = float(np.median(live))
-        peak = float(np.nanmax(np.where(np.isnan(ptp), np.nan, np.maximum(np.abs(hi), np.abs(lo)) / gain)))
+    live = [value for value in ptp_values if value > 0]
+    if live:
+        median = statistics.median(live)
+        peak = max(p for p, value in zip(peak_values, ptp_values) if value == value)  # leads whose ptp is not NaN
         if median < MIN_MEDIAN_PEAK_TO_PEAK or median > MAX_MEDIAN_PEAK_TO_PEAK or peak > MAX_ABS_AMPLITUDE:
             issues.append(
                 f"implausible amplitude: median peak-to-peak {median:.4g} mV over leads, largest sample {peak:.4g} mV "
