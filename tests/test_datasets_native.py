@@ -168,6 +168,21 @@ def test_dataloader_with_the_collator(ptbxl, cinc, cpsc):
     np.testing.assert_array_equal(own["labels"].numpy()[:, ::-1], np.asarray(ptbxl["train"][:8]["multi_hot"]))
 
 
+def test_dataloader_workers_resample_as_the_main_process_does(cinc):
+    """Training at 100 Hz from 500 Hz records with DataLoader workers: the decimation runs torch inside each
+    forked worker (whose torch threads the DataLoader sets to 1), and the batches match those of no workers."""
+    rows = cinc["train"].with_format("torch")
+    assert int(rows[0]["sampling_rate"]) == 500
+    loaders = [torch.utils.data.DataLoader(rows, batch_size=4, collate_fn=ECGDataCollator(extractor()), num_workers=n)
+               for n in (0, 2)]
+    batches = [list(loader) for loader in loaders]
+    assert len(batches[0]) == len(batches[1]) >= 2
+    for alone, in_workers in zip(*batches):
+        assert tuple(alone["input_values"].shape)[1:] == (12, 1000)
+        for key in alone:
+            torch.testing.assert_close(in_workers[key], alone[key])  # float32 tolerance: thread counts differ
+
+
 def test_collator_errors_name_the_problem(ptbxl):
     rows = [dict(ptbxl["train"][0])]
     with pytest.raises(ValueError, match="no 'multi_hot' column; pass label_column=None"):
