@@ -89,11 +89,13 @@ def test_resampling_is_scipys_resample_poly(rate, target):
         assert np.array_equal(np.asarray(out), expected)
 
 
-@pytest.mark.parametrize("length", [1000, 1001, 1003, 4999, 5000, 5004, 12345])
+@pytest.mark.parametrize("length", [3, 33, 160, 1000, 1001, 1003, 4999, 5000, 5004, 12345])
 @pytest.mark.parametrize("down", [2, 3, 4, 5, 8])
+@pytest.mark.filterwarnings("error")  # e.g. torch's warning for a read-only array (a one-block signal)
 def test_decimation_matches_resample_poly_at_every_length(length, down):
     """Output length, padding at both ends and filter centring as resample_poly's, for lengths that are and
-    are not multiples of the factor; float64 input too."""
+    are not multiples of the factor, shorter than the filter, and within one block of the product; float64
+    input too."""
     from scipy.signal import resample_poly
 
     from processing.ecg.feature_extraction_supreme import _decimate, _resampling_taps

@@ -111,7 +111,7 @@ def _decimate(signal: np.ndarray, down: int) -> np.ndarray:
     windows = np.lib.stride_tricks.as_strided(
         padded, (rows, blocks, span), (total * step, _DECIMATION_BLOCK * down * step, step), writeable=False
     )
-    windows = np.ascontiguousarray(windows).reshape(rows * blocks, span)  # overlapping windows: always a copy
+    windows = np.array(windows).reshape(rows * blocks, span)  # a writable copy: torch refuses read-only arrays
     # The product runs in torch, not NumPy: after a NumPy matmul, OpenBLAS's threads keep spinning and took the
     # cores from the model's next forward in the pipeline (measured 2026-12-04, 2-core Xeon, 100 Hz checkpoint,
     # bf16: 160 ms per batch of 64 inside the pipeline against 57 ms outside it; torch's own thread pool does
