@@ -85,6 +85,34 @@ def test_a_batch_reaches_the_model_exactly_as_the_feature_extractor_prepares_it(
     assert torch.equal(seen[0], expected) and torch.equal(seen[1], expected[:1])
 
 
+def test_a_list_is_batched_by_default(classifier, generated_records, monkeypatch):
+    """transformers' pipelines score a list one input at a time unless given batch_size; this one batches by
+    DEFAULT_BATCH_SIZE, and a batch_size given to pipeline() or to the call still wins."""
+    from modeling_supreme.pipeline_supreme import DEFAULT_BATCH_SIZE
+
+    paths = [str(path) for path in generated_records["hr"]] * 8
+    assert len(paths) > DEFAULT_BATCH_SIZE
+    sizes = []
+    score = classifier.model.zero_shot_logits
+
+    def recording(**inputs):
+        sizes.append(inputs["input_values"].shape[0])
+        return score(**inputs)
+
+    monkeypatch.setattr(classifier.model, "zero_shot_logits", recording)
+    assert len(classifier(paths, candidate_labels=LABELS)) == len(paths)
+    assert sizes == [DEFAULT_BATCH_SIZE] * (len(paths) // DEFAULT_BATCH_SIZE) + [len(paths) % DEFAULT_BATCH_SIZE] * bool(
+        len(paths) % DEFAULT_BATCH_SIZE)
+    sizes.clear()
+    classifier(paths[:5], candidate_labels=LABELS, batch_size=2)
+    assert sizes == [2, 2, 1]
+    sizes.clear()
+    own = pipeline("zero-shot-ecg-classification", model=classifier.model, processor=ECGProcessor(
+        feature_extractor=classifier.feature_extractor, tokenizer=classifier.tokenizer), batch_size=3)
+    own(paths[:5], candidate_labels=LABELS)
+    assert sizes == [3, 2]
+
+
 def test_shuffled_leads_with_their_names_give_the_same_scores(classifier, generated_records):
     record = read_wfdb_record(generated_records["hr"][4])
     order = np.random.default_rng(0).permutation(12)
