@@ -243,6 +243,16 @@ def main():
         print(f"pipeline, {len(records)} records (in memory, 500 Hz), {len(LABELS)} labels, batch {args.batch_size}, "
               f"{args.num_workers} worker(s), {name}: {rate:8.1f} ECG/s = {rate / raw_rate:.0%} of the raw forward "
               f"over the same records ({raw_rate:.1f} ECG/s)")
+    # What a call without batch_size gets: the pipeline's DEFAULT_BATCH_SIZE, against transformers' default of 1.
+    from modeling_supreme.pipeline_supreme import DEFAULT_BATCH_SIZE
+
+    by_batch = {}
+    for size in (DEFAULT_BATCH_SIZE, 1):
+        start = time.perf_counter()
+        classifier(records, candidate_labels=LABELS, batch_size=size)
+        by_batch[size] = len(records) / (time.perf_counter() - start)
+    print(f"pipeline fp32 without batch_size (batch {DEFAULT_BATCH_SIZE}): {by_batch[DEFAULT_BATCH_SIZE]:.1f} ECG/s, "
+          f"batch 1 (transformers' default): {by_batch[1]:.1f} ECG/s = {by_batch[DEFAULT_BATCH_SIZE] / by_batch[1]:.1f}x")
     extract = median_time(lambda: processor.feature_extractor(records[: args.batch_size]), args.repeats)
     print(f"feature extraction alone (500 Hz in, batch {args.batch_size}): {args.batch_size / extract:8.1f} ECG/s")
     for name in modes:
