@@ -319,6 +319,25 @@ def test_plausible_array_gives_no_warning_and_flat_lead_warns(extractor, signal)
     assert out["lead_mask"][0, 3]  # a recorded flat lead is still recorded, with a warning
 
 
+def test_amplitude_check_from_given_extremes_matches_the_signal_scan(signal, ptbxl_dir):
+    """The extractor hands the amplitude check the per-lead extremes it computed for its finiteness check: the
+    messages are those of scanning the signal, for plausible, implausible and flat records; bad extremes raise."""
+    from processing.ecg.wfdb_reader import amplitude_issues
+
+    flat = signal.copy()
+    flat[3] = 0.25
+    real = read_wfdb_record(ptbxl_dir / "records500/00000/00001_hr").signal
+    cases = [signal, signal * 1000, signal * 0.001, flat, np.zeros_like(signal), real, real.astype(np.float64)]
+    for case in cases:
+        scanned = amplitude_issues(case, LEADS)
+        assert amplitude_issues(case, LEADS, extremes=(case.max(axis=1), case.min(axis=1))) == scanned
+    assert amplitude_issues(signal * 1000, LEADS) and amplitude_issues(flat, LEADS)  # the cases do warn
+    with pytest.raises(ValueError, match="extremes must be 12 finite maxima and minima"):
+        amplitude_issues(signal, LEADS, extremes=(signal.max(axis=1)[:5], signal.min(axis=1)))
+    with pytest.raises(ValueError, match="extremes must be 12 finite"):
+        amplitude_issues(signal, LEADS, extremes=(np.full(12, np.nan), signal.min(axis=1)))
+
+
 def test_entirely_missing_lead_in_an_array_is_absent(extractor, signal):
     gap = signal.copy()
     gap[[4, 9]] = np.nan

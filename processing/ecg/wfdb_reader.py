@@ -697,13 +697,19 @@ def _amplitude_issues(digital: np.ndarray, gain: np.ndarray, leads: Sequence[str
     return issues
 
 
-def amplitude_issues(signal_mv: np.ndarray, leads: Sequence[str]) -> List[str]:
+def amplitude_issues(signal_mv: np.ndarray, leads: Sequence[str], extremes=None) -> List[str]:
     """The amplitude checks of WFDB records applied to a float signal in millivolts (leads, samples).
 
     Used by the feature extractor for array inputs, so that an array gets the same plausibility
     check as a file: a flat lead, and a median peak-to-peak or largest sample outside the limits
-    above (a wrong unit or gain). NaN samples are ignored.
+    above (a wrong unit or gain). NaN samples are ignored. `extremes`: the signal's per-lead
+    (maximum, minimum), all finite, where the caller has computed them already.
     """
+    if extremes is not None:
+        hi, lo = (np.asarray(values).astype(np.float64) for values in extremes)
+        if hi.shape != (len(leads),) or lo.shape != (len(leads),) or not (np.isfinite(hi).all() and np.isfinite(lo).all()):
+            raise ValueError(f"extremes must be {len(leads)} finite maxima and minima, got shapes {hi.shape}, {lo.shape}")
+        return _amplitude_issues(np.stack([hi, lo], axis=1), np.ones(len(leads)), list(leads), None, hint=_UNITS_HINT)
     signal = np.asarray(signal_mv)
     if not np.issubdtype(signal.dtype, np.floating):
         signal = signal.astype(np.float64)
@@ -722,8 +728,11 @@ def amplitude_issues(signal_mv: np.ndarray, leads: Sequence[str]) -> List[str]:
         usable = finite.any(axis=1)
     hi, lo = np.where(usable, hi, 0.0), np.where(usable, lo, 0.0)
     return _amplitude_issues(np.stack([hi, lo], axis=1), np.ones(len(leads)), [lead for lead in leads], None,
-                             skip=~usable, hint="check the signal's units (millivolts are expected; pass units='uV' "
-                             "or 'V' for other units, or divide ADC counts by their gain)")
+                             skip=~usable, hint=_UNITS_HINT)
+
+
+_UNITS_HINT = ("check the signal's units (millivolts are expected; pass units='uV' or 'V' for other units, or divide "
+               "ADC counts by their gain)")
 
 
 def read_wfdb_record(
