@@ -354,8 +354,8 @@ class ECGFeatureExtractor(FeatureExtractionMixin):
                 declared.add(lead)
             missing_before = ~np.isfinite(signal)
             present = self._repair_nans(signal, names, name, ~missing_before)
+        # Gaps of records the reader returned ("checked") were reported by the reader.
         if extremes is None and not record.get("checked") and missing_before.any():
-            # (the reader already reported its records' gaps)
             gaps = [names[i] for i in np.flatnonzero(missing_before.any(axis=1) & present)]
             absent = [names[i] for i in np.flatnonzero(~present) if names[i] not in declared]
             parts = []
