@@ -241,3 +241,34 @@ def test_the_callers_array_is_never_written(rate, target, normalization):
         extractor({"signal": given, "sampling_rate": rate, "lead_names": [lead for lead in LEADS if lead != "aVR"],
                    "missing_leads": ["V6"]})  # a declared missing lead is blanked in the extractor's copy
     np.testing.assert_array_equal(given, before)
+
+
+def test_feature_extraction_benchmark_runs_on_real_records_and_refuses_bad_arguments(ptbxl_dir, tmp_path, capsys):
+    """`benchmarks/bench_feature_extraction.py` backs the extractor's quoted figures: it runs on real records
+    (here two, two repeats) and prints each of them; bad arguments stop it before any work."""
+    import importlib.util
+
+    from conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_fe", REPO_ROOT / "benchmarks" / "bench_feature_extraction.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for argv, message in ((["--records", "0"], "--records and --repeats must be at least 1"),
+                          (["--threads", "0"], "--threads must be at least 1")):
+        with pytest.raises(SystemExit):
+            bench.main(argv)
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--data_dir", str(tmp_path)])
+    assert "no PTB-XL 500 Hz records under" in capsys.readouterr().err
+    threads = torch.get_num_threads()
+    try:
+        bench.main(["--data_dir", str(ptbxl_dir.parent), "--records", "2", "--repeats", "2", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    for line in ("fp32 matmul peak", "resample_poly", "over the 2 distinct records", "amplitude check",
+                 "model at 100 Hz", "model at 500 Hz"):
+        assert line in out
+    largest = float(out.split("largest difference ")[1].split(" mV")[0])
+    assert largest < 2e-6  # the matrix product is resample_poly within float32 rounding
