@@ -82,8 +82,17 @@ REFUSE_PROJECT = textwrap.dedent(
 
 def load_example(name: str):
     """An ``examples/`` script as a module (its functions callable), loaded from its file path."""
-    path = REPO_ROOT / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"examples_{name}", path)
+    return _load_script("examples", name)
+
+
+def load_benchmark(name: str):
+    """A ``benchmarks/`` script as a module, loaded from its file path."""
+    return _load_script("benchmarks", name)
+
+
+def _load_script(folder: str, name: str):
+    path = REPO_ROOT / folder / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{folder}_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve their module through sys.modules
     spec.loader.exec_module(module)

@@ -246,13 +246,9 @@ def test_the_callers_array_is_never_written(rate, target, normalization):
 def test_feature_extraction_benchmark_runs_on_real_records_and_refuses_bad_arguments(ptbxl_dir, tmp_path, capsys):
     """`benchmarks/bench_feature_extraction.py` backs the extractor's quoted figures: it runs on real records
     (here two, two repeats) and prints each of them; bad arguments stop it before any work."""
-    import importlib.util
+    from conftest import load_benchmark
 
-    from conftest import REPO_ROOT
-
-    spec = importlib.util.spec_from_file_location("bench_fe", REPO_ROOT / "benchmarks" / "bench_feature_extraction.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_feature_extraction")
     for argv, message in ((["--records", "0"], "--records and --repeats must be at least 1"),
                           (["--threads", "0"], "--threads must be at least 1")):
         with pytest.raises(SystemExit):

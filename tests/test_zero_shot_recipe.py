@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT, load_example
+from conftest import load_benchmark, load_example
 
 
 # -- the convolutional stem ---------------------------------------------------------------------------
@@ -178,13 +178,7 @@ def test_early_stopping_keeps_the_best_and_counts_patience():
 
 
 def _replay_tool():
-    import importlib.util
-
-    path = REPO_ROOT / "benchmarks" / "replay_early_stopping.py"
-    spec = importlib.util.spec_from_file_location("replay_early_stopping", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("replay_early_stopping")
 
 
 def test_replaying_stopping_rules_on_a_recorded_validation_curve(tmp_path):
@@ -240,12 +234,7 @@ def test_recipe_by_corpus_size():
 
 
 def _study():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("zero_shot_study", REPO_ROOT / "benchmarks" / "zero_shot_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("zero_shot_study")
 
 
 def test_study_arguments():
@@ -336,11 +325,7 @@ def test_pretraining_dataset_applies_the_augmentation_per_epoch(ptbxl_dir, tmp_p
 
 
 def test_class_ceiling_diagnostic_refuses_bad_arguments_before_any_work(tmp_path, capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("class_ceiling", REPO_ROOT / "benchmarks" / "class_ceiling_diagnostic.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_benchmark("class_ceiling_diagnostic")
     for argv, message in ((["--seed", "-1"], "--seed must be a whole number of at least 0, got -1"),
                           (["--threads", "0"], "--threads must be at least 1, got 0")):
         with pytest.raises(SystemExit):

@@ -67,9 +67,11 @@ _DECIMATION_BLOCK = 32
 
 @lru_cache(maxsize=16)
 def _decimation_matrix(down: int):
-    """`_decimate`'s filter for a factor: (a banded matrix whose column j holds the reversed taps, front-padded as
-    resample_poly pads them to centre its output, starting at row j * down; the padded filter's length; the output
-    samples resample_poly drops from the front). Read-only once cached."""
+    """`_decimate`'s filter for a factor: (a banded float32 torch matrix whose column j holds the reversed taps,
+    front-padded as resample_poly pads them to centre its output, starting at row j * down; the padded filter's
+    length; the output samples resample_poly drops from the front). Not to be written to once cached."""
+    import torch
+
     taps = _resampling_taps(1, down)
     half = (taps.size - 1) // 2
     pre = down - half % down  # resample_poly's front zero padding of the filter
@@ -80,8 +82,7 @@ def _decimation_matrix(down: int):
     matrix = np.zeros(((_DECIMATION_BLOCK - 1) * down + length, _DECIMATION_BLOCK), dtype=np.float32)
     for column in range(_DECIMATION_BLOCK):
         matrix[column * down : column * down + length, column] = kernel
-    matrix.setflags(write=False)
-    return matrix, length, removed
+    return torch.from_numpy(matrix), length, removed
 
 
 def _decimate(signal: np.ndarray, down: int) -> np.ndarray:
@@ -118,15 +119,8 @@ def _decimate(signal: np.ndarray, down: int) -> np.ndarray:
     # not compete with itself). It is also faster: 0.06 against 0.07 ms per record.
     import torch
 
-    out = torch.mm(torch.from_numpy(windows), _decimation_matrix_tensor(down)).numpy()
+    out = torch.mm(torch.from_numpy(windows), matrix).numpy()
     return out.reshape(rows, blocks * _DECIMATION_BLOCK)[:, :n_out]
-
-
-@lru_cache(maxsize=16)
-def _decimation_matrix_tensor(down: int):
-    import torch
-
-    return torch.from_numpy(_decimation_matrix(down)[0].copy())
 
 
 def _row_medians(signal: np.ndarray) -> np.ndarray:
