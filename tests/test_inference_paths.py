@@ -262,3 +262,32 @@ def test_bf16_self_attention_forms_agree(monkeypatch, amx):
         assert got.dtype == torch.bfloat16
         relative = (got.float() - reference).norm() / reference.norm()
         assert relative < 0.02, f"amx={amx}, masked={mask is not None}: relative L2 error {relative:.4f}"
+
+
+def test_int8_ceiling_benchmark_prints_its_figures_and_refuses_bad_arguments():
+    """`benchmarks/bench_int8_ceiling.py` backs the README's statement of what int8 can reach on a CPU: it runs
+    end to end at a tiny batch and prints every figure the README quotes; bad arguments stop it first."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from modeling_supreme.training import bf16_is_native
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_int8_ceiling.py"
+    for argv, message in ((["--batch_size", "0"], "--batch_size must be at least 1"),
+                          (["--repeats", "0"], "--repeats must be at least 1"),
+                          (["--threads", "0"], "--threads must be at least 1")):
+        done = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr
+    done = subprocess.run([sys.executable, str(script), "--batch_size", "2", "--repeats", "1", "--threads", "1"],
+                          capture_output=True, text=True, timeout=300)
+    if not bf16_is_native("cpu"):
+        assert done.returncode != 0 and "no native bf16" in done.stderr
+        return
+    assert done.returncode == 0, done.stderr[-2000:]
+    for line in ("matmul peak (2048^3, median)", "qkv", "mlp fc2", "all 48 products per forward",
+                 "target, 2x MERL bf16", "projected int8 forward", "quantisation fused away", "bound with free Linear products"):
+        assert line in done.stdout
+    # int8 products agree with the float product to a few percent of its largest value (8-bit resolution).
+    errors = [float(part.split(" of max")[0]) for part in done.stdout.split("int8 error ")[1:]]
+    assert len(errors) == 4 and max(errors) < 0.05
