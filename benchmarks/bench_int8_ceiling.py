@@ -29,18 +29,13 @@ import torch
 import modeling_supreme  # noqa: F401
 from modeling_supreme import SuPreMEConfig, SuPreMEModel
 
-from merl_reference_vit import ReferenceViT1d  # benchmarks/ is sys.path[0] when this script runs
+# benchmarks/ is sys.path[0] when this script runs
+from bench_model import median_time
+from merl_reference_vit import ReferenceViT1d
 
 
 def median_ms(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
+    return 1e3 * median_time(fn, repeats, warmup)
 
 
 def peaks(repeats: int, size: int = 2048) -> dict:

@@ -291,3 +291,27 @@ def test_int8_ceiling_benchmark_prints_its_figures_and_refuses_bad_arguments():
     # int8 products agree with the float product to a few percent of its largest value (8-bit resolution).
     errors = [float(part.split(" of max")[0]) for part in done.stdout.split("int8 error ")[1:]]
     assert len(errors) == 4 and max(errors) < 0.05
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has no native bf16 (AVX-512 BF16 or AMX)")
+def test_bf16_inference_shortcuts_match_the_autograd_path():
+    """CPU bf16 inference casts the signal once before the stem, skips the masking when nothing is padded, and casts
+    the fusion memory once; the autograd path (plain modules, autocast's own casts) must give the same scores, with
+    and without padding (padded samples must still be zeroed before the stem reaches across them)."""
+    torch.manual_seed(0)
+    model = SuPreMEModel(SuPreMEConfig(ecg_num_layers=2)).eval()
+    x, queries = torch.randn(3, 12, 5000), torch.randn(4, 384)
+    padded = torch.ones(3, 5000, dtype=torch.bool)
+    padded[1, 3000:] = False
+    x_noisy_padding = x.clone()
+    x_noisy_padding[1, :, 3000:] = 50.0  # what a caller might leave in the padding
+    for signal, mask in ((x, torch.ones(3, 5000, dtype=torch.bool)), (x_noisy_padding, padded)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.no_grad():
+                fast = model(signal, attention_mask=mask, query_embeds=queries).logits.float()
+            reference = model(signal, attention_mask=mask, query_embeds=queries).logits.float().detach()
+        assert (fast.sigmoid() - reference.sigmoid()).abs().max() < 0.01
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # the padding's content does not matter
+        clean = model(x * padded[:, None, :], attention_mask=padded, query_embeds=queries).logits.float()
+        noisy = model(x_noisy_padding, attention_mask=padded, query_embeds=queries).logits.float()
+    assert torch.equal(clean, noisy)

@@ -334,3 +334,38 @@ def test_class_ceiling_diagnostic_refuses_bad_arguments_before_any_work(tmp_path
     with pytest.raises(SystemExit, match="no PTB-XL folder at .*ptbxl_database.csv missing"):
         tool.main(["--data_dir", str(tmp_path), "--output_dir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_cross_fit_standardisation_is_label_free_and_keeps_each_members_ranking():
+    study = _study()
+    rng = np.random.default_rng(0)
+    val, test = rng.uniform(0.01, 0.2, (40, 3)), rng.uniform(0.01, 0.3, (10, 3))
+    z_val, z_test = study.standardised(val, test)
+    np.testing.assert_allclose(z_val.mean(0), 0.0, atol=1e-9)
+    np.testing.assert_allclose(z_val.std(0), 1.0, atol=1e-4)
+    for c in range(3):  # a monotone map per class: every ranking (and so every AUROC) is the member's own
+        assert (np.argsort(z_val[:, c]) == np.argsort(val[:, c])).all()
+        assert (np.argsort(z_test[:, c]) == np.argsort(test[:, c])).all()
+
+
+@pytest.mark.slow
+def test_study_cross_fit_holds_out_each_pair_of_folds_once(ptbxl_dir, tmp_path):
+    study = _study()
+    assert study.main(["--data_dir", str(ptbxl_dir), "--output_dir", str(tmp_path), "--sizes", "", "--seeds", "1",
+                       "--encoders", "", "--ablations", "", "--no_unseen", "--zero_shot_only", "--cross_fit",
+                       "--max_epochs", "1", "--n_bootstrap", "50"]) == 0
+    results = json.loads((tmp_path / "study.json").read_text())
+    assert results["results"] == [] and len(results["cross_fits"]) == 1
+    run = results["cross_fits"][0]
+    held_out = [tuple(m["held_out_folds"]) for m in run["members"]]
+    assert held_out == [(1, 2), (3, 4), (5, 6), (7, 8)]
+    folds = study.read_folds(ptbxl_dir)
+    validated = [rid for m in run["members"] for rid in m["validation_ids"]]
+    # Each member is validated only on its own pair of folds, and every labelled record of folds 1-8 once.
+    assert all(folds[rid] in m["held_out_folds"] for m in run["members"] for rid in m["validation_ids"])
+    assert len(validated) == len(set(validated)) == run["out_of_fold_records"] > 100
+    labelled = run["calibration"]["per_class"]
+    assert all(0.0 <= a <= 1.0 for a in run["member_test_macro_auroc"]) and 0.0 <= run["test_macro_auroc"] <= 1.0
+    assert len(labelled) == 5 and all("f1_at_val_threshold" in c for c in labelled)
+    text = (tmp_path / "study.md").read_text()
+    assert "Cross-fitted ensemble of folds 1-8" in text and "| zero-shot |" in text and "out-of-fold threshold" in text
