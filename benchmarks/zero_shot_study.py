@@ -426,7 +426,8 @@ CROSS_FIT_GROUPS = ([1, 2], [3, 4], [5, 6], [7, 8])
 
 def standardised(val_scores, test_scores):
     """A member's scores on a shared scale: per class, its logits minus their mean over the member's own held-out
-    records, divided by their standard deviation there (no labels used), returned through the sigmoid.
+    records, divided by their standard deviation there (no labels used). Returns the standardised logits of the
+    held-out and the test records.
 
     Members differ in scale and offset (different data, different stopping epochs); pooled raw, their out-of-fold
     scores ranked worse than each member's own (out-of-fold macro AUROC 0.71 against 0.75-0.81 per member, seeds 0
@@ -641,7 +642,9 @@ def cross_fit_table(cross_fits, class_names):
     if zs:
         lines.append("\nZero-shot ensemble per class (test folds 9-10; thresholds chosen on the out-of-fold scores of folds 1-8):\n")
         lines.append(calibration_table([z["calibration"] for z in zs], class_names).replace(
-            "F1 at validation threshold", "F1 at out-of-fold threshold").replace("fitted on validation", "fitted on the out-of-fold scores"))
+            "F1 at validation threshold", "F1 at out-of-fold threshold").replace("fitted on validation", "fitted on the out-of-fold scores")
+            # sigmoid(standardised logit) is a ranking score, not a probability: only the calibrated ECE means anything.
+            .replace(" raw, ", " for the standardised scores before calibration (not probabilities), "))
     return "\n".join(lines)
 
 
