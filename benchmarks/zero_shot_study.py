@@ -701,6 +701,11 @@ def main(argv=None):
               f"{result['test_macro_auroc']:.3f} (val {result['val_macro_auroc'] or float('nan'):.3f}, {result['epochs_run']} epochs, "
               f"{result['train_seconds']:.0f} s)", flush=True)
 
+    if args.cross_fit:  # refused before any training: every held-out pair and the test folds need labelled records
+        empty = [folds for folds in (*CROSS_FIT_GROUPS, TEST_FOLDS) if not len(records.rows(folds, need_super=True))]
+        if empty:
+            raise SystemExit(f"--cross_fit: no records with super-class labels in folds {', '.join(map(str, empty))} of "
+                             f"{data_dir} ({len(records.ids)} records read{', --max_records ' + str(args.max_records) if args.max_records else ''})")
     pool_size = len(records.rows(POOL_FOLDS))
     skipped = [s for s in args.sizes if s != "all" and int(s) >= pool_size]
     if skipped:

@@ -349,6 +349,15 @@ def test_cross_fit_standardisation_is_label_free_and_keeps_each_members_ranking(
 
 
 @pytest.mark.slow
+def test_study_cross_fit_refuses_folds_without_labelled_records_before_training(ptbxl_dir, tmp_path):
+    study = _study()
+    with pytest.raises(SystemExit, match=r"--cross_fit: no records with super-class labels in folds \[9, 10\]"):
+        study.main(["--data_dir", str(ptbxl_dir), "--output_dir", str(tmp_path), "--sizes", "", "--encoders", "", "--ablations", "",
+                    "--no_unseen", "--zero_shot_only", "--cross_fit", "--max_records", "30"])
+    assert not (tmp_path / "study.json").exists()
+
+
+@pytest.mark.slow
 def test_study_cross_fit_holds_out_each_pair_of_folds_once(ptbxl_dir, tmp_path):
     study = _study()
     assert study.main(["--data_dir", str(ptbxl_dir), "--output_dir", str(tmp_path), "--sizes", "", "--seeds", "1",
