@@ -110,7 +110,7 @@ def parse_args(argv=None):
                         help="also train the cross-fitted ensemble of folds 1-8 per seed (4 models per kind: each pair of "
                              "folds 1-2, 3-4, 5-6, 7-8 validates the model trained on the other six; test scores averaged, "
                              "thresholds from the out-of-fold scores)")
-    parser.add_argument("--max_records", type=int, default=None, help="use only the first N records of each split (smoke tests)")
+    parser.add_argument("--max_records", type=int, default=None, help="use only the first N records of the corpus, its train, validation and test splits in that order (smoke tests)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--n_bootstrap", type=int, default=1000)
     args = parser.parse_args(argv)
@@ -253,6 +253,11 @@ def score(model, inputs, rows, embeds, owner, num_classes, bf16=True):
             out.append(torch.sigmoid(logits.float()).double().numpy())
     model.train()
     return np.concatenate(out) if out else np.zeros((0, num_classes))
+
+
+def auc_text(value):
+    """An AUROC for a progress line; n/a where it is undefined (a class set with one label value only)."""
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def macro_auc(scores, targets):
@@ -465,7 +470,7 @@ def cross_fit(records, entities, kind, seed, args):
         val_labels.append(val_y)
         test_z.append(z_test)
         print(f"[study] cross-fit {kind:9s} seed {seed} held out {held_out}: member test macro AUROC "
-              f"{result['test_macro_auroc']:.3f} (val {result['val_macro_auroc'] or float('nan'):.3f}, {result['epochs_run']} epochs, "
+              f"{auc_text(result['test_macro_auroc'])} (val {auc_text(result['val_macro_auroc'])}, {result['epochs_run']} epochs, "
               f"{result['train_seconds']:.0f} s)", flush=True)
     sigmoid = lambda z: 1.0 / (1.0 + np.exp(-z))  # noqa: E731
     test_scores = sigmoid(np.mean(test_z, axis=0))
@@ -698,14 +703,19 @@ def main(argv=None):
         results.append(result)
         print(f"[study] {result['kind']:9s} {result['encoder']:12s} pool {result['size']:>4s} seed {result['seed']}"
               f"{' [' + result['ablation'] + ']' if result.get('ablation') else ''}: test macro AUROC "
-              f"{result['test_macro_auroc']:.3f} (val {result['val_macro_auroc'] or float('nan'):.3f}, {result['epochs_run']} epochs, "
+              f"{auc_text(result['test_macro_auroc'])} (val {auc_text(result['val_macro_auroc'])}, {result['epochs_run']} epochs, "
               f"{result['train_seconds']:.0f} s)", flush=True)
 
-    if args.cross_fit:  # refused before any training: every held-out pair and the test folds need labelled records
-        empty = [folds for folds in (*CROSS_FIT_GROUPS, TEST_FOLDS) if not len(records.rows(folds, need_super=True))]
-        if empty:
-            raise SystemExit(f"--cross_fit: no records with super-class labels in folds {', '.join(map(str, empty))} of "
-                             f"{data_dir} ({len(records.ids)} records read{', --max_records ' + str(args.max_records) if args.max_records else ''})")
+    # Refused before any training: every protocol this run uses scores folds that must hold super-labelled records
+    # (with too few, a metric is undefined and the run would stop after minutes of training).
+    per_config = bool(args.sizes or [e for e in args.encoders if e != DEFAULT_ENCODER] or args.ablations or not args.no_unseen)
+    needed = [("pool", POOL_FOLDS, False), ("validation", VALIDATION_FOLDS, True), ("test", TEST_FOLDS, True)] if per_config else []
+    needed += [("--cross_fit", folds, True) for folds in (*CROSS_FIT_GROUPS, TEST_FOLDS)] if args.cross_fit else []
+    read = f"{len(records.ids)} records read{', --max_records ' + str(args.max_records) if args.max_records else ''}"
+    for role, folds, labelled in needed:
+        if not len(records.rows(folds, need_super=labelled)):
+            raise SystemExit(f"{role}: no {'records with super-class labels' if labelled else 'records'} in folds {folds} "
+                             f"of {data_dir} ({read})")
     pool_size = len(records.rows(POOL_FOLDS))
     skipped = [s for s in args.sizes if s != "all" and int(s) >= pool_size]
     if skipped:
