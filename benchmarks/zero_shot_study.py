@@ -103,6 +103,9 @@ def parse_args(argv=None):
     parser.add_argument("--amplitude_scale", type=float, default=None, help="per-lead amplitude factor bound (1: off); default: the recipe's")
     parser.add_argument("--noise_std", type=float, default=None, help="gaussian noise (mV); default: the recipe's")
     parser.add_argument("--baseline_wander", type=float, default=None, help="baseline wander peak (mV); default: the recipe's")
+    parser.add_argument("--patience_from_start", action="store_true",
+                        help="count evaluations during the learning-rate warm-up toward the early-stopping patience (before "
+                             "2026-12-08 the recipe did; since then the patience starts when the warm-up ends)")
     parser.add_argument("--ema", type=float, default=0.0, help="select on an exponential moving average of the weights with this decay per step (0: off)")
     parser.add_argument("--zero_shot_only", action="store_true", help="skip the supervised references (exploration on validation)")
     parser.add_argument("--no_unseen", action="store_true", help="skip the unseen-concept protocol")
@@ -275,7 +278,8 @@ def augmentation_for(recipe, args):
                               noise_std=pick(args.noise_std, recipe.noise_std), baseline_wander=pick(args.baseline_wander, recipe.baseline_wander))
 
 
-def train(model, records: Records, rows, targets, variant_texts, recipe, lr, seed, max_epochs, val, augmentation=None, ema=0.0):
+def train(model, records: Records, rows, targets, variant_texts, recipe, lr, seed, max_epochs, val, augmentation=None, ema=0.0,
+          patience_from_start=False):
     """Train on ``rows`` with ``targets`` (rows x queries); keep the weights of the best validation AUROC.
 
     ``variant_texts``: per target column, the texts sampled as its query. ``val``: (rows, embeds,
@@ -297,8 +301,9 @@ def train(model, records: Records, rows, targets, variant_texts, recipe, lr, see
     steps_per_epoch = max(1, len(rows) // batch)
     epochs = int(min(recipe.num_train_epochs, max_epochs or recipe.num_train_epochs))
     total = epochs * steps_per_epoch
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * total), total)
-    stopper = EarlyStopping(patience=recipe.early_stopping_patience)
+    warmup = int(recipe.warmup_ratio * total)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total)
+    stopper = EarlyStopping(patience=recipe.early_stopping_patience, start_step=0 if patience_from_start else warmup)
     best_state, rng, step = None, np.random.default_rng(seed), 0
     targets_t = torch.as_tensor(targets, dtype=torch.float32)
     inputs = records.inputs
@@ -412,7 +417,8 @@ def run_one(records, entities, kind, encoder, size, seed, args, policies=None, w
     val = (val_rows, embeds, owner, records.super[val_rows])
     lr = ENCODERS[encoder].get("learning_rate", recipe.learning_rate)
     augmentation = augmentation_for(recipe, args)
-    fit = train(model, records, train_rows, target_matrix, variant_texts, recipe, lr, seed, args.max_epochs, val, augmentation, args.ema)
+    fit = train(model, records, train_rows, target_matrix, variant_texts, recipe, lr, seed, args.max_epochs, val, augmentation, args.ema,
+                args.patience_from_start)
     fit["augmentation"], fit["ema"] = augmentation.to_dict(), args.ema
     # As pretrain.py: the recipe's bf16 only where this CPU runs it natively (emulated bf16 is slower than fp32).
     bf16 = recipe.mixed_precision == "bf16" and bf16_is_native("cpu")

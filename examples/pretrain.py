@@ -133,7 +133,7 @@ class TrainArguments:
     learning_rate: Optional[float] = field(default=None, metadata={"help": "peak learning rate (AdamW; default by corpus size)"})
     weight_decay: Optional[float] = field(default=None, metadata={"help": "AdamW weight decay (not on norms, biases, positions; default by corpus size)"})
     warmup_ratio: Optional[float] = field(default=None, metadata={"help": "share of steps with linear warm-up before the --lr_scheduler_type schedule (default by corpus size)"})
-    early_stopping_patience: Optional[int] = field(default=None, metadata={"help": "stop after N validations without improvement (default by corpus size; 0: never)"})
+    early_stopping_patience: Optional[int] = field(default=None, metadata={"help": "stop after N validations without improvement, counted from the end of the warm-up (default by corpus size; 0: never)"})
     calibrate_scores: bool = field(default=True, metadata={"help": "fit a zero-shot logit scale/bias on the evaluation validation split and store it in the checkpoint"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
     mixed_precision: Optional[str] = field(default=None, metadata={"help": "no, bf16 or fp16 (fp16 does nothing on CPU); default: bf16 or fp16 when the launcher asks for it (accelerate launch --mixed_precision, accelerate config), else bf16 where the device runs it natively, else no"})
@@ -423,8 +423,9 @@ def train(argv=None):
     steps_per_epoch = max(1, micro_per_epoch // train_args.gradient_accumulation_steps)
     total_steps = train_args.max_steps if train_args.max_steps > 0 else math.ceil(train_args.num_train_epochs * steps_per_epoch)
     # The prepared scheduler steps once per process per optimizer step: scale the schedule to match.
+    warmup_steps = int(train_args.warmup_ratio * total_steps)
     scheduler = get_scheduler(train_args.lr_scheduler_type, optimizer,
-                              num_warmup_steps=int(train_args.warmup_ratio * total_steps) * accelerator.num_processes,
+                              num_warmup_steps=warmup_steps * accelerator.num_processes,
                               num_training_steps=total_steps * accelerator.num_processes)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     unwrapped = accelerator.unwrap_model(model)
@@ -460,7 +461,8 @@ def train(argv=None):
                     disable=not accelerator.is_local_main_process)
     running_loss, running_count = 0.0, 0
 
-    stopper = EarlyStopping(patience=train_args.early_stopping_patience)
+    # Validations during the warm-up keep a new best but do not count toward the patience (measured in the README).
+    stopper = EarlyStopping(patience=train_args.early_stopping_patience, start_step=warmup_steps)
     stopper.load_state_dict(state)
 
     def evaluate_and_select() -> bool:

@@ -175,6 +175,11 @@ def test_early_stopping_keeps_the_best_and_counts_patience():
     assert (stopper.best_metric, stopper.best_step) == (0.8, 5)
     never = EarlyStopping(patience=0)
     assert not any(never.update(0.5, s) for s in range(10))
+    # During the warm-up (steps before start_step) a new best is kept, but no evaluation counts toward the patience.
+    warming = EarlyStopping(patience=2, start_step=4)
+    decisions = [warming.update(m, s) for s, m in enumerate([0.7, 0.6, 0.6, 0.6, 0.6, 0.65, 0.75, 0.7, 0.7])]
+    assert decisions == [False] * 5 + [True, False, False, True]
+    assert (warming.best_metric, warming.best_step) == (0.75, 6)
 
 
 def _replay_tool():

@@ -166,11 +166,14 @@ class EarlyStopping:
     """Keeps the best validation metric (higher is better) and says when to stop.
 
     ``patience``: evaluations without an improvement of more than ``min_delta`` after which
-    :meth:`update` returns True; None or 0 never stops.
+    :meth:`update` returns True; None or 0 never stops. ``start_step``: evaluations before this step
+    still keep a new best but never count toward the patience (the trainers pass the end of the
+    learning-rate warm-up: a run is not judged while its rate is still rising).
     """
 
     patience: Optional[int] = None
     min_delta: float = 0.0
+    start_step: int = 0
     best_metric: Optional[float] = None
     best_step: Optional[int] = None
     bad_evaluations: int = 0
@@ -180,7 +183,7 @@ class EarlyStopping:
         self.improved = metric is not None and (self.best_metric is None or metric > self.best_metric + self.min_delta)
         if self.improved:
             self.best_metric, self.best_step, self.bad_evaluations = float(metric), int(step), 0
-        elif metric is not None:
+        elif metric is not None and step >= self.start_step:
             self.bad_evaluations += 1
         return bool(self.patience) and self.bad_evaluations >= self.patience
 
