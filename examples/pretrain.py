@@ -8,7 +8,8 @@ come from the concept vocabulary. The frozen text encoder embeds every query tex
 first step. Depth, learning rate, warm-up, weight decay, epochs, batch size and early-stopping
 patience left unset come from modeling_supreme.training.default_recipe for the corpus size, and so
 does the model's sampling rate when --sampling_rate is not given (100 Hz below 5,000 records). The
-best validated model is kept, training stops early when validation stops improving, and a logit
+best validated model is kept, training stops early when validation stops improving after the
+warm-up, and a logit
 scale/bias fitted on validation is stored in the checkpoint; validation is the zero-shot AUROC of an
 evaluation corpus (--eval_dataset), else the trained concepts' AUROC on the training corpus's own
 validation split against its reports (--concept_validation, default on), else none (the last model).
