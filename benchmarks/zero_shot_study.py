@@ -103,6 +103,8 @@ def parse_args(argv=None):
     parser.add_argument("--amplitude_scale", type=float, default=None, help="per-lead amplitude factor bound (1: off); default: the recipe's")
     parser.add_argument("--noise_std", type=float, default=None, help="gaussian noise (mV); default: the recipe's")
     parser.add_argument("--baseline_wander", type=float, default=None, help="baseline wander peak (mV); default: the recipe's")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="the ECG encoder's and fusion network's dropout (default: the recipe's, else SuPreMEConfig's 0.1)")
     parser.add_argument("--patience_from_start", action="store_true",
                         help="count evaluations during the learning-rate warm-up toward the early-stopping patience (before "
                              "2026-12-08 the recipe did; since then the patience starts when the warm-up ends)")
@@ -208,12 +210,14 @@ def lexicon_entities(records: Records) -> dict:
 # -- training --------------------------------------------------------------------------------------
 
 
-def build_model(encoder: str, recipe, concepts, query_texts, seed: int):
+def build_model(encoder: str, recipe, concepts, query_texts, seed: int, dropout=None):
     import torch
 
     from modeling_supreme import SuPreMEConfig, SuPreMEModel
 
     overrides = {k: v for k, v in ENCODERS[encoder].items() if k != "learning_rate"}
+    if dropout is not None:
+        overrides.update(ecg_dropout=dropout, fusion_dropout=dropout)
     if overrides.get("ecg_encoder_type") == "vit":
         overrides.setdefault("ecg_num_layers", recipe.ecg_num_layers)
     torch.manual_seed(seed)
@@ -412,7 +416,7 @@ def run_one(records, entities, kind, encoder, size, seed, args, policies=None, w
         prompts = class_prompts(records.class_names)
         train_rows, target_matrix, concepts = rows, records.super[rows], list(records.class_names)
         variant_texts = [prompts[c] for c in concepts]
-    model = build_model(encoder, recipe, concepts, variant_texts, seed)
+    model = build_model(encoder, recipe, concepts, variant_texts, seed, recipe.dropout if args.dropout is None else args.dropout)
     embeds, owner = class_query_embeds(model, records.class_names)
     val = (val_rows, embeds, owner, records.super[val_rows])
     lr = ENCODERS[encoder].get("learning_rate", recipe.learning_rate)

@@ -114,6 +114,7 @@ class ModelArguments:
     fusion_num_layers: int = field(default=2, metadata={"help": "Cardiac Fusion Network depth"})
     loss_type: str = field(default="bce", metadata={"help": "bce or asymmetric"})
     lead_subset_prob: float = field(default=0.3, metadata={"help": "probability that a training ECG is shown with a random subset of its leads"})
+    dropout: Optional[float] = field(default=None, metadata={"help": "dropout of the ECG encoder and the fusion network (default by corpus size and encoder: 0 for the ViT below 5,000 records, else 0.1)"})
     crop_seconds: Optional[float] = field(default=None, metadata={"help": "train on random windows of this many seconds (whole record at evaluation; 0: off; default by corpus size)"})
     amplitude_scale: Optional[float] = field(default=None, metadata={"help": "scale each lead by a log-uniform factor in [1/s, s] (1: off; default by corpus size)"})
     noise_std: Optional[float] = field(default=None, metadata={"help": "gaussian noise added to training ECGs, mV (0: off; default by corpus size)"})
@@ -175,6 +176,7 @@ def build_model(model_args, data_args, targets, query_texts):
         text_encoder_name_or_path=model_args.text_encoder, fusion_num_layers=model_args.fusion_num_layers,
         loss_type=model_args.loss_type, concept_names=list(targets.concepts),
         concept_query_texts=[options[0] for options in query_texts],
+        **({} if model_args.dropout is None else {"ecg_dropout": model_args.dropout, "fusion_dropout": model_args.dropout}),
     )
     return SuPreMEModel(config), ECGProcessor.from_config(config)
 
@@ -197,6 +199,8 @@ def apply_recipe(recipe, model_args, train_args, log, corpus_rate=None):
         if getattr(train_args, name) is None:
             setattr(train_args, name, getattr(recipe, name))
             filled[name] = getattr(recipe, name)
+    if model_args.dropout is None and recipe.dropout is not None:
+        model_args.dropout = filled["dropout"] = recipe.dropout
     for name in ("crop_seconds", "amplitude_scale", "noise_std", "baseline_wander"):
         if getattr(model_args, name) is None:
             setattr(model_args, name, getattr(recipe, name))
@@ -335,6 +339,8 @@ def train(argv=None):
         raise PretrainingError("--push_to_hub needs --hub_model_id")
     if train_args.lr_scheduler_type not in SCHEDULERS:
         raise PretrainingError(f"--lr_scheduler_type must be one of {list(SCHEDULERS)}, got {train_args.lr_scheduler_type!r}")
+    if model_args.dropout is not None and not 0 <= model_args.dropout < 1:
+        raise PretrainingError(f"--dropout must be in [0, 1), got {model_args.dropout}")
     if model_args.ecg_encoder_type not in ENCODER_TYPES:  # before any data is read
         raise PretrainingError(f"--ecg_encoder_type must be one of {list(ENCODER_TYPES)}, got {model_args.ecg_encoder_type!r}")
     log_with = trackers(train_args.report_to)

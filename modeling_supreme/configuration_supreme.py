@@ -229,6 +229,9 @@ class SuPreMEConfig(PreTrainedConfig):
                 raise ValueError("ecg_hidden_size must be divisible by ecg_num_heads")
         if self.ecg_patch_embedding not in PATCH_EMBEDDINGS:
             raise ValueError(f"ecg_patch_embedding must be one of {PATCH_EMBEDDINGS}, got {self.ecg_patch_embedding!r}")
+        for name in ("ecg_dropout", "fusion_dropout"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if not self.zero_shot_logit_scale > 0:
             raise ValueError(f"zero_shot_logit_scale must be positive (it must keep rankings), got {self.zero_shot_logit_scale}")
         if self.ecg_stem_channels <= 0:

@@ -230,6 +230,33 @@ def test_an_unknown_encoder_type_is_refused_before_any_work(tmp_path):
     assert not output.exists()
 
 
+@pytest.mark.parametrize("value", ["1", "-0.1", "1.5"])
+def test_a_dropout_outside_0_1_is_refused_before_any_work(tmp_path, value):
+    output = tmp_path / "out"
+    with pytest.raises(pretrain.PretrainingError, match=rf"--dropout must be in \[0, 1\), got {float(value)}"):
+        pretrain.train(["--dataset", "synthetic", "--entities", str(tmp_path / "missing.jsonl"), "--output_dir", str(output),
+                        "--dropout", value])
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("encoder, dropout, config_dropout", [("vit", 0.0, 0.0), ("resnet1d", None, 0.1)])
+def test_the_recipe_fills_each_encoders_own_dropout_into_the_model_and_keeps_a_given_one(encoder, dropout, config_dropout):
+    """Small corpora: no dropout for the ViT (chosen on the study's validation folds), the config's 0.1 for the
+    ResNet-1d; a --dropout on the command line wins; the built model's config carries it."""
+    from modeling_supreme.training import TrainingTargets
+
+    base = ["--dataset", "synthetic", "--entities", "e.jsonl", "--output_dir", "out", "--ecg_encoder_type", encoder]
+    targets = TrainingTargets(concepts=["atrial fibrillation"], counts=[3], rows=[0], targets=None, report={})
+    for extra, expected, expected_config in (([], dropout, config_dropout), (["--dropout", "0.2"], 0.2, 0.2)):
+        data, model, train = pretrain.parse_arguments(base + extra)
+        logged = []
+        pretrain.apply_recipe(pretrain.default_recipe(300, model.ecg_encoder_type), model, train, logged.append)
+        assert model.dropout == expected
+        assert ("dropout=0.0" in logged[0]) == (encoder == "vit" and not extra)
+        built, _ = pretrain.build_model(model, data, targets, [["atrial fibrillation"]])
+        assert built.config.ecg_dropout == built.config.fusion_dropout == expected_config
+
+
 @pytest.mark.parametrize("encoder, learning_rate", [("vit", 2e-4), ("resnet1d", 5e-4)])
 def test_the_recipe_fills_each_encoders_own_learning_rate_and_keeps_a_given_one(encoder, learning_rate):
     """The small-corpus recipe's peak rate depends on the encoder (chosen per encoder on the study's

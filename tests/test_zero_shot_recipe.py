@@ -229,6 +229,8 @@ def test_recipe_by_corpus_size():
     assert small.num_train_epochs > large.num_train_epochs and small.warmup_ratio > large.warmup_ratio
     assert small.mixed_precision == "bf16" and small.early_stopping_patience > 0
     assert small.sampling_rate == 100 and large.sampling_rate is None  # None: the corpus's own rate
+    # Dropout chosen per encoder on the same folds: none for the small-corpus ViT, the config's (None) otherwise.
+    assert small.dropout == 0.0 and default_recipe(300, "resnet1d").dropout is None and large.dropout is None
     with pytest.raises(ValueError):
         default_recipe(0)
     with pytest.raises(ValueError, match="encoder_type must be one of vit, resnet1d, got 'cnn'"):
