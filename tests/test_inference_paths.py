@@ -315,3 +315,20 @@ def test_bf16_inference_shortcuts_match_the_autograd_path():
         clean = model(x * padded[:, None, :], attention_mask=padded, query_embeds=queries).logits.float()
         noisy = model(x_noisy_padding, attention_mask=padded, query_embeds=queries).logits.float()
     assert torch.equal(clean, noisy)
+
+
+def test_training_benchmark_times_each_dropout_and_refuses_bad_rates():
+    """`benchmarks/bench_training.py` backs the README's training-throughput rows, with and without dropout."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_training.py"
+    done = subprocess.run([sys.executable, str(script), "--dropouts", "0.1", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--dropouts must be in [0, 1), got [1.0]" in done.stderr
+    done = subprocess.run([sys.executable, str(script), "--encoders", "vit:tiny", "--dropouts", "0.1", "0", "--batch_size", "2",
+                           "--steps", "1", "--records", "8", "--loader_batches", "1"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| pre-training step")]
+    assert [row.split("|")[1].split(", ")[-1].strip() for row in rows] == ["dropout 0.1", "dropout 0"]
+    assert all(float(row.split("|")[2]) > 0 for row in rows) and "| data loader alone" in done.stdout
