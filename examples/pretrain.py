@@ -5,7 +5,7 @@ positive, absent is negative, not mentioned is negative (--not_mentioned ignore 
 is positive by default; with --target_ancestors (default) a concept also marks its is-a ancestors.
 The concepts seen at least --min_concept_count times form the training vocabulary; their query texts
 come from the concept vocabulary. The frozen text encoder embeds every query text once, before the
-first step. Depth, learning rate, warm-up, weight decay, epochs, batch size and early-stopping
+first step. Depth, dropout, learning rate, warm-up, weight decay, epochs, batch size and early-stopping
 patience left unset come from modeling_supreme.training.default_recipe for the corpus size, and so
 does the model's sampling rate when --sampling_rate is not given (100 Hz below 5,000 records). The
 best validated model is kept, training stops early when validation stops improving after the
