@@ -139,6 +139,8 @@ def parse_args(argv=None):
         parser.error("--seeds must be at least 1")
     if args.learning_rate is not None and not args.learning_rate > 0:
         parser.error(f"--learning_rate must be positive, got {args.learning_rate}")
+    if args.dropout is not None and not 0 <= args.dropout < 1:
+        parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.warmup_ratio is not None and not 0 <= args.warmup_ratio < 1:
         parser.error(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
     return args

@@ -244,7 +244,7 @@ def _study():
     return load_benchmark("zero_shot_study")
 
 
-def test_study_arguments():
+def test_study_arguments(capsys):
     study = _study()
     quick = study.parse_args(["--quick"])
     assert quick.sizes == ["50", "all"] and quick.seeds == 1 and quick.encoders == ["vit-conv"] and quick.ablations == []
@@ -254,6 +254,11 @@ def test_study_arguments():
     for bad in (["--sizes", "50,lots"], ["--encoders", "transformer"], ["--ablations", "no labels"], ["--seeds", "0"]):
         with pytest.raises(SystemExit):
             study.parse_args(bad)
+    assert full.dropout is None and study.parse_args(["--dropout", "0"]).dropout == 0.0  # None: the recipe's
+    for value in ("1", "-0.5"):
+        with pytest.raises(SystemExit):
+            study.parse_args(["--dropout", value])
+        assert f"--dropout must be in [0, 1), got {float(value)}" in capsys.readouterr().err
 
 
 @pytest.mark.slow
