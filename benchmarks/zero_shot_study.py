@@ -212,14 +212,14 @@ def lexicon_entities(records: Records) -> dict:
 # -- training --------------------------------------------------------------------------------------
 
 
-def build_model(encoder: str, recipe, concepts, query_texts, seed: int, dropout=None):
+def build_model(encoder: str, recipe, concepts, query_texts, seed: int):
     import torch
 
     from modeling_supreme import SuPreMEConfig, SuPreMEModel
 
     overrides = {k: v for k, v in ENCODERS[encoder].items() if k != "learning_rate"}
-    if dropout is not None:
-        overrides.update(ecg_dropout=dropout, fusion_dropout=dropout)
+    if recipe.dropout is not None:  # None: the config's own
+        overrides.update(ecg_dropout=recipe.dropout, fusion_dropout=recipe.dropout)
     if overrides.get("ecg_encoder_type") == "vit":
         overrides.setdefault("ecg_num_layers", recipe.ecg_num_layers)
     torch.manual_seed(seed)
@@ -404,6 +404,8 @@ def run_one(records, entities, kind, encoder, size, seed, args, policies=None, w
         recipe = dataclasses.replace(recipe, learning_rate=args.learning_rate)
     if args.warmup_ratio is not None:
         recipe = dataclasses.replace(recipe, warmup_ratio=args.warmup_ratio)
+    if args.dropout is not None:
+        recipe = dataclasses.replace(recipe, dropout=args.dropout)
     if kind == "zero-shot":
         ancestors = load_concept_ancestors() if policies["ancestors"] else None
         ids = [records.ids[r] for r in rows]
@@ -418,7 +420,7 @@ def run_one(records, entities, kind, encoder, size, seed, args, policies=None, w
         prompts = class_prompts(records.class_names)
         train_rows, target_matrix, concepts = rows, records.super[rows], list(records.class_names)
         variant_texts = [prompts[c] for c in concepts]
-    model = build_model(encoder, recipe, concepts, variant_texts, seed, recipe.dropout if args.dropout is None else args.dropout)
+    model = build_model(encoder, recipe, concepts, variant_texts, seed)
     embeds, owner = class_query_embeds(model, records.class_names)
     val = (val_rows, embeds, owner, records.super[val_rows])
     lr = ENCODERS[encoder].get("learning_rate", recipe.learning_rate)
@@ -708,7 +710,7 @@ def main(argv=None):
     entities = lexicon_entities(records)
     print(f"[study] {len(records.ids)} records prepared, {len(entities)} reports read by the lexicon "
           f"({time.perf_counter() - started:.0f} s); pool folds 1-6: {len(records.rows(POOL_FOLDS))}, "
-          f"validation folds 7-8: {len(records.rows(VALIDATION_FOLDS, True))}, test folds 9-10: {len(records.rows([9, 10], True))}", flush=True)
+          f"validation folds 7-8: {len(records.rows(VALIDATION_FOLDS, True))}, test folds 9-10: {len(records.rows(TEST_FOLDS, True))}", flush=True)
     results, calibration, unseen, cross_fits = [], [], [], []
 
     def record(result):
@@ -757,8 +759,8 @@ def main(argv=None):
             for kind in ("zero-shot",) if args.zero_shot_only else ("zero-shot", "supervised"):
                 cross_fits.append(cross_fit(records, entities, kind, seed, args))
                 c = cross_fits[-1]
-                print(f"[study] cross-fitted {kind} ensemble seed {seed}: test macro AUROC {c['test_macro_auroc']:.3f} (members "
-                      f"{', '.join(f'{a:.3f}' for a in c['member_test_macro_auroc'])}; out-of-fold {c['out_of_fold_macro_auroc']:.3f})", flush=True)
+                print(f"[study] cross-fitted {kind} ensemble seed {seed}: test macro AUROC {auc_text(c['test_macro_auroc'])} (members "
+                      f"{', '.join(auc_text(a) for a in c['member_test_macro_auroc'])}; out-of-fold {auc_text(c['out_of_fold_macro_auroc'])})", flush=True)
 
     minutes = (time.perf_counter() - started) / 60
     header = (f"Zero-shot study on {len(records.ids)} real PTB-XL records (pool folds 1-6, validation folds 7-8, test folds 9-10 = "
